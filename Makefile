@@ -1,0 +1,38 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-fast lint format clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+## demo: simulate a beamline, run the real Dagster daemon + webserver, reconstruct every scan
+demo: install
+	$(BIN)/cosmic-dagster demo $(DEMO_ARGS)
+
+## test: the whole suite (unit, contract, end-to-end through the real daemon, real Slurm)
+test: install
+	$(BIN)/ruff check cosmic_dagster tests benchmarks
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+## test-fast: everything not marked slow
+test-fast: install
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check cosmic_dagster tests benchmarks
+	$(BIN)/ruff format --check cosmic_dagster tests benchmarks
+
+format: install
+	$(BIN)/ruff format cosmic_dagster tests benchmarks
+
+clean:
+	rm -rf $(VENV) .demo .pytest_cache

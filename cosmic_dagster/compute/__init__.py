@@ -1,0 +1,1 @@
+"""Running reconstruction jobs: one adapter per scheduler behind :class:`Compute`."""

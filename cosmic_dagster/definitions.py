@@ -1,0 +1,37 @@
+"""The Dagster code location: assets, checks, sensor, jobs and resources for one profile.
+
+``COSMIC_PROFILE`` picks the resources (``local`` by default: no account needed); everything
+else is the same code in every deployment.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from cosmic_dagster.assets import RECON, scan_pipeline
+from cosmic_dagster.config import Settings
+from cosmic_dagster.profiles import resources_for
+from cosmic_dagster.sensors import SCAN_JOB, build_arrival_sensor
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    scan_job = dg.define_asset_job(
+        SCAN_JOB,
+        selection=dg.AssetSelection.assets(scan_pipeline),
+        description="Register, copy and reconstruct a batch of scans (one partition range).",
+    )
+    reconstruction_job = dg.define_asset_job(
+        "reconstruction_job",
+        selection=dg.AssetSelection.assets(RECON),
+        description="Reconstruct already copied scans again (reruns, new parameters).",
+    )
+    return dg.Definitions(
+        assets=[scan_pipeline],
+        jobs=[scan_job, reconstruction_job],
+        sensors=[build_arrival_sensor(settings.sensor_interval_s)],
+        resources=resources_for(settings),
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_definitions(Settings.from_env())

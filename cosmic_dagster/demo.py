@@ -1,0 +1,130 @@
+"""``make demo``: a simulated COSMIC beamline through the real Dagster daemon, end to end.
+
+Starts the daemon and webserver on a persistent DAGSTER_HOME (SQLite), writes scans the way the
+beamline does, lets the arrival sensor pick them up, follows every scan through
+detected -> registered -> copied -> reconstructed -> checked, then prints a summary table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import threading
+import time
+from pathlib import Path
+
+from cosmic_dagster.scans import scan_key
+from cosmic_dagster.services import DagsterServices, free_port, prepare_home
+
+
+def _next_scan_number(day_dir: Path) -> int:
+    numbers = [int(m.group(1)) for p in day_dir.glob("NS_*.cxi") if (m := re.match(r"NS_\d{6}(\d{3})_", p.name))]
+    return max(numbers, default=0) + 1
+
+
+def run_demo(
+    *,
+    home: Path,
+    n_scans: int = 5,
+    interval_s: float = 2.0,
+    port: int = 3000,
+    keep: bool = False,
+    timeout_s: float = 600.0,
+    size: str = "demo",
+) -> int:
+    from cosmic_dagster.ptycho.simulate import SimulationSpec, cosmic_relpath, write_scan
+
+    home = home.absolute()
+    dagster_home, data_root = home / "dagster_home", home / "data"
+    prepare_home(dagster_home)
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(dagster_home),
+        "COSMIC_PROFILE": "local",
+        "COSMIC_DATA_ROOT": str(data_root),
+        "COSMIC_SETTLE_SECONDS": os.environ.get("COSMIC_SETTLE_SECONDS", "1"),
+    }
+    os.environ.update({k: env[k] for k in ("DAGSTER_HOME", "COSMIC_PROFILE", "COSMIC_DATA_ROOT")})
+    beamline = data_root / "beamline"
+    today = dt.date.today()
+    first = _next_scan_number(beamline / cosmic_relpath(today, 1).rsplit("/", 1)[0])
+    if first + n_scans > 999:
+        raise SystemExit("today's folder already holds 999 scans; remove .demo/data to start afresh")
+    relpaths = [cosmic_relpath(today, first + i) for i in range(n_scans)]
+    keys = [scan_key(r) for r in relpaths]
+    spec = getattr(SimulationSpec, size)()
+
+    services = DagsterServices(env=env, log_dir=home / "logs", port=free_port(port))
+    print(f"DAGSTER_HOME={dagster_home}\nbeamline folder: {beamline}")
+    print("starting dagster-daemon and dagster-webserver ...", flush=True)
+    services.start()
+    print(f"Dagster UI: {services.url}  (logs in {home / 'logs'})", flush=True)
+    try:
+        return _simulate_and_follow(services, beamline, relpaths, keys, spec, interval_s, timeout_s, keep)
+    finally:
+        if not keep:
+            services.stop()
+
+
+def _simulate_and_follow(services, beamline, relpaths, keys, spec, interval_s, timeout_s, keep) -> int:
+    import dagster as dg
+
+    from cosmic_dagster.progress import scan_progress
+    from cosmic_dagster.ptycho.simulate import write_scan
+
+    def beamline_writer() -> None:
+        for relpath in relpaths:
+            write_scan(beamline / relpath, spec)
+            time.sleep(interval_s)
+
+    writer = threading.Thread(target=beamline_writer, daemon=True)
+    started = time.monotonic()
+    writer.start()
+    print(f"beamline: writing {len(relpaths)} scans, one every {interval_s:g} s", flush=True)
+    instance = dg.DagsterInstance.get()
+    last: dict[str, str] = {}
+    progress = {}
+    while time.monotonic() - started < timeout_s:
+        progress = scan_progress(instance, keys) if instance.get_dynamic_partitions("scans") else {}
+        for key in keys:
+            stage = progress[key].stage if key in progress and key in instance.get_dynamic_partitions("scans") else "waiting"
+            if last.get(key) != stage:
+                print(f"[{time.monotonic() - started:6.1f}s] {key:<32} {stage}", flush=True)
+                last[key] = stage
+        if all(last.get(k) == "checked" for k in keys):
+            break
+        time.sleep(1.0)
+    writer.join(timeout=1)
+    ok = all(last.get(k) == "checked" for k in keys) and all(progress[k].passed for k in keys)
+    _print_table(progress, keys)
+    print(f"\nDagster UI: {services.url}" + ("  (kept running; Ctrl-C to stop)" if keep else ""))
+    if not ok:
+        print(f"demo FAILED: not every scan was reconstructed and checked within {timeout_s:.0f} s;"
+              f" see the failed runs in the UI and the logs in {services.log_dir}")
+        return 1
+    print(f"demo OK: {len(keys)} scans reconstructed and checked in {time.monotonic() - started:.0f} s")
+    if keep:
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def _print_table(progress, keys) -> None:
+    header = f"{'scan':<30} {'MB':>7} {'copy s':>7} {'recon s':>8} {'obj err':>8} {'F drop':>7}  preview"
+    print("\n" + header + "\n" + "-" * len(header))
+    for key in keys:
+        p = progress.get(key)
+        meta = p.metadata if p else {}
+        raw, copy, recon = meta.get("raw_scan", {}), meta.get("nersc_copy", {}), meta.get("reconstruction", {})
+        mb = raw.get("bytes", 0) / 1e6
+        obj = recon.get("object_error")
+        drop = recon.get("fourier_error_drop")
+        print(
+            f"{key:<30} {mb:7.2f} {copy.get('seconds', float('nan')):7.2f} {recon.get('run_s', float('nan')):8.2f} "
+            f"{(f'{obj:.3f}' if obj is not None else '-'):>8} {(f'{drop:.1f}x' if drop else '-'):>7}  "
+            f"{recon.get('preview_path', '-')}"
+        )

@@ -1,0 +1,119 @@
+"""Starting and stopping the real Dagster daemon and webserver for one DAGSTER_HOME.
+
+Used by ``cosmic-dagster demo`` and by the end-to-end tests, so both exercise exactly what an
+operator runs (``dagster-daemon run`` + ``dagster-webserver``), never an in-process shortcut.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port(preferred: int | None = None) -> int:
+    """``preferred`` if nobody listens there, else any free loopback port."""
+    for port in ([preferred] if preferred else []) + [0]:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise RuntimeError("no free port on 127.0.0.1")
+
+
+def prepare_home(dagster_home: Path, instance_yaml: Path = PROJECT_ROOT / "dagster.yaml") -> None:
+    """Create DAGSTER_HOME with the project's instance configuration (kept across runs)."""
+    if not instance_yaml.is_file():
+        raise FileNotFoundError(f"instance configuration not found: {instance_yaml}")
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(instance_yaml, dagster_home / "dagster.yaml")
+
+
+@dataclass
+class DagsterServices:
+    """The daemon and the webserver as child processes with their logs in ``log_dir``."""
+
+    env: Mapping[str, str]
+    log_dir: Path
+    port: int
+    workspace: Path = PROJECT_ROOT / "workspace.yaml"
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        self.procs[name] = subprocess.Popen(
+            argv, cwd=self.workspace.parent, env=dict(self.env), stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+
+    def start_daemon(self) -> None:
+        bindir = Path(sys.executable).parent
+        self._spawn("daemon", [str(bindir / "dagster-daemon"), "run", "-w", str(self.workspace)])
+
+    def stop_daemon(self, sig: int = signal.SIGTERM, *, group: bool = True) -> None:
+        """Stop the daemon; ``group=False`` signals only its main process (a crash, children live on)."""
+        self._stop("daemon", sig, group=group)
+
+    def start(self, timeout_s: float = 120.0) -> None:
+        bindir = Path(sys.executable).parent
+        self.start_daemon()
+        self._spawn(
+            "webserver",
+            [str(bindir / "dagster-webserver"), "-w", str(self.workspace), "-h", "127.0.0.1", "-p", str(self.port)],
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"dagster {name} exited with {proc.returncode}:\n{tail}")
+            try:
+                if requests.get(f"{self.url}/server_info", timeout=2).ok:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"webserver not answering on {self.url} after {timeout_s:.0f} s")
+
+    def _stop(self, name: str, sig: int = signal.SIGTERM, timeout_s: float = 20.0, group: bool = True) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        if group:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def stop(self) -> None:
+        for name in list(self.procs):
+            self._stop(name)
+
+    def __enter__(self) -> DagsterServices:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,1 @@
+"""Moving scan files to the compute site: one adapter per system behind :class:`Transfer`."""
