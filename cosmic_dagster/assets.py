@@ -7,8 +7,6 @@ later stages and the step fails at the end, naming each failed scan and why, so 
 partitions show as failed (and "rerun failed" picks exactly them).
 """
 
-from __future__ import annotations
-
 import base64
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +18,7 @@ from pydantic import Field
 from cosmic_dagster.checks import COPY_CHECK, RECON_CHECK, copy_check, reconstruction_check
 from cosmic_dagster.compute.jobscripts import CdtoolsParams, EpieParams, PtychocamParams
 from cosmic_dagster.partitions import scans
-from cosmic_dagster.pipeline import Reconstruction, ReconPlan, ScanPipeline, StageError
+from cosmic_dagster.pipeline import ReconPlan, Reconstruction, ScanPipeline, StageError
 from cosmic_dagster.resources import ArrivalsResource, ComputeResource, StateResource, TransferResource
 
 RAW = dg.AssetKey("raw_scan")
@@ -38,12 +36,16 @@ class ReconstructionConfig(dg.Config):
     illumination_refine_period: int = 0
     background_refine_period: int = 0
     enforce_illumination_mask: bool = False
-    force: bool = Field(default=False, description="submit a new job even if one with these parameters completed")
+    force: bool = Field(
+        default=False, description="submit a new job even if one with these parameters completed"
+    )
     max_object_error: float = 0.10
 
     def params(self) -> Any:
         if self.engine == "epie":
-            return EpieParams(iterations=self.iterations, probe_refine_start=self.probe_refine_start, seed=self.seed)
+            return EpieParams(
+                iterations=self.iterations, probe_refine_start=self.probe_refine_start, seed=self.seed
+            )
         if self.engine == "ptychocam":
             return PtychocamParams(
                 iterations=self.iterations,
@@ -55,17 +57,37 @@ class ReconstructionConfig(dg.Config):
 
 
 SPECS = [
-    dg.AssetSpec(RAW, partitions_def=scans, skippable=True, group_name="cosmic",
-                 description="A COSMIC scan file at the beamline: registered, validated as CXI, checksummed."),
-    dg.AssetSpec(COPY, deps=[RAW], partitions_def=scans, skippable=True, group_name="cosmic",
-                 description="The scan's verified copy at NERSC (Globus, or a local folder in the local profile)."),
-    dg.AssetSpec(RECON, deps=[COPY], partitions_def=scans, skippable=True, group_name="cosmic",
-                 description="The ptychographic reconstruction of the scan, with quality figures and a preview."),
+    dg.AssetSpec(
+        RAW,
+        partitions_def=scans,
+        skippable=True,
+        group_name="cosmic",
+        description="A COSMIC scan file at the beamline: registered, validated as CXI, checksummed.",
+    ),
+    dg.AssetSpec(
+        COPY,
+        deps=[RAW],
+        partitions_def=scans,
+        skippable=True,
+        group_name="cosmic",
+        description="The scan's verified copy at NERSC (Globus, or a local folder in the local profile).",
+    ),
+    dg.AssetSpec(
+        RECON,
+        deps=[COPY],
+        partitions_def=scans,
+        skippable=True,
+        group_name="cosmic",
+        description="The ptychographic reconstruction of the scan, with quality figures and a preview.",
+    ),
 ]
 CHECK_SPECS = [
     dg.AssetCheckSpec(COPY_CHECK, asset=COPY, description="destination checksum equals the source checksum"),
-    dg.AssetCheckSpec(RECON_CHECK, asset=RECON,
-                      description="output exists, is finite, and the quality figures are within bounds"),
+    dg.AssetCheckSpec(
+        RECON_CHECK,
+        asset=RECON,
+        description="output exists, is finite, and the quality figures are within bounds",
+    ),
 ]
 
 
@@ -109,9 +131,10 @@ def scan_pipeline(
                 context.log.error(f"scan {key} quarantined: {exc}")
                 continue
             yield dg.AssetMaterialization(
-                asset_key=RAW, partition=key, metadata={
-                    "relpath": reg.relpath, "bytes": reg.bytes, "sha256": reg.sha256, **reg.summary
-                })
+                asset_key=RAW,
+                partition=key,
+                metadata={"relpath": reg.relpath, "bytes": reg.bytes, "sha256": reg.sha256, **reg.summary},
+            )
 
     if COPY in selected:
         todo = [k for k in keys if k not in failed]
@@ -123,10 +146,12 @@ def scan_pipeline(
             if not outcome.ok:
                 continue
             meta: dict[str, Any] = {
-                "destination": outcome.destination, "bytes": outcome.bytes,
+                "destination": outcome.destination,
+                "bytes": outcome.bytes,
                 "seconds": round(outcome.seconds, 3),
                 "rate_MBps": round(outcome.bytes / outcome.seconds / 1e6, 2) if outcome.seconds > 0 else 0.0,
-                "already_present": outcome.already_present, "checksum_verified": outcome.verified,
+                "already_present": outcome.already_present,
+                "checksum_verified": outcome.verified,
             }
             if report.task_id:
                 meta["globus_task_id"] = report.task_id
@@ -149,7 +174,9 @@ def scan_pipeline(
                 failed[key] = f"reconstruction: {result}"
                 context.log.error(f"reconstruction of scan {key} failed: {result}")
                 continue
-            yield dg.AssetMaterialization(asset_key=RECON, partition=key, metadata=_recon_metadata(result, compute))
+            yield dg.AssetMaterialization(
+                asset_key=RECON, partition=key, metadata=_recon_metadata(result, compute)
+            )
             yield reconstruction_check(key, result, max_object_error=config.max_object_error)
 
     if failed:

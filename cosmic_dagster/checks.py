@@ -9,14 +9,16 @@ import dagster as dg
 from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluation
 
 from cosmic_dagster.pipeline import Reconstruction, ScanPipeline
-from cosmic_dagster.ptycho.quality import output_is_finite
+from cosmic_dagster.ptycho.quality import assess_output
 from cosmic_dagster.transfer.protocol import CopyOutcome
 
 COPY_CHECK = "copy_checksum_matches_source"
 RECON_CHECK = "reconstruction_quality"
 
 
-def _evaluation(asset: str, name: str, key: str, passed: bool, description: str, metadata: dict) -> AssetCheckEvaluation:
+def _evaluation(
+    asset: str, name: str, key: str, passed: bool, description: str, metadata: dict
+) -> AssetCheckEvaluation:
     return AssetCheckEvaluation(
         asset_key=dg.AssetKey(asset),
         check_name=name,
@@ -38,14 +40,23 @@ def copy_check(pipeline: ScanPipeline, key: str, outcome: CopyOutcome) -> AssetC
     else:
         passed = outcome.verified and outcome.bytes in (0, source.bytes)
         why = "verified by the transfer service, sizes agree" if passed else "copy not verified"
-    return _evaluation("nersc_copy", COPY_CHECK, key, passed, why, {
-        "source_sha256": source.sha256,
-        "destination_checksum": outcome.checksum,
-        "checksum_algorithm": outcome.checksum_algorithm,
-    })
+    return _evaluation(
+        "nersc_copy",
+        COPY_CHECK,
+        key,
+        passed,
+        why,
+        {
+            "source_sha256": source.sha256,
+            "destination_checksum": outcome.checksum,
+            "checksum_algorithm": outcome.checksum_algorithm,
+        },
+    )
 
 
-def reconstruction_check(key: str, result: Reconstruction, *, max_object_error: float) -> AssetCheckEvaluation:
+def reconstruction_check(
+    key: str, result: Reconstruction, *, max_object_error: float
+) -> AssetCheckEvaluation:
     """Output exists and is finite; quality within bounds (a diverged reconstruction fails)."""
     summary = result.summary
     problems: list[str] = []
@@ -53,7 +64,7 @@ def reconstruction_check(key: str, result: Reconstruction, *, max_object_error: 
     if output.parent.exists():  # visible from here (local, own cluster): look at the file itself
         if not output.is_file():
             problems.append(f"output file missing: {output}")
-        elif not output_is_finite(output):
+        elif not assess_output(output).finite:
             problems.append("output contains non-finite values")
     if not summary.get("finite", False):
         problems.append("engine reported non-finite values")
@@ -63,9 +74,16 @@ def reconstruction_check(key: str, result: Reconstruction, *, max_object_error: 
     if object_error is not None and not (math.isfinite(object_error) and object_error <= max_object_error):
         problems.append(f"object error {object_error:.3f} > {max_object_error}")
     description = "; ".join(problems) if problems else "finite output, converged, within bounds"
-    return _evaluation("reconstruction", RECON_CHECK, key, not problems, description, {
-        "fourier_error_final": summary.get("fourier_error_final"),
-        "fourier_error_drop": summary.get("fourier_error_drop"),
-        "object_error": object_error,
-        "max_object_error": max_object_error,
-    })
+    return _evaluation(
+        "reconstruction",
+        RECON_CHECK,
+        key,
+        not problems,
+        description,
+        {
+            "fourier_error_final": summary.get("fourier_error_final"),
+            "fourier_error_drop": summary.get("fourier_error_drop"),
+            "object_error": object_error,
+            "max_object_error": max_object_error,
+        },
+    )

@@ -36,8 +36,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from cosmic_dagster.demo import run_demo
 
     return run_demo(
-        home=Path(args.home), n_scans=args.scans, interval_s=args.interval, port=args.port,
-        keep=args.keep, timeout_s=args.timeout, size=args.size,
+        home=Path(args.home),
+        n_scans=args.scans,
+        interval_s=args.interval,
+        port=args.port,
+        keep=args.keep,
+        timeout_s=args.timeout,
+        size=args.size,
     )
 
 
@@ -46,8 +51,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     spec = getattr(SimulationSpec, args.size)()
     day = dt.date.fromisoformat(args.day) if args.day else None
-    for path in simulate_beamline(Path(args.root), args.scans, args.interval, spec, day=day,
-                                  first_scan_number=args.first):
+    for path in simulate_beamline(
+        Path(args.root), args.scans, args.interval, spec, day=day, first_scan_number=args.first
+    ):
         print(path, flush=True)
     return 0
 
@@ -58,8 +64,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     key = scan_key(relpath)
     api = DagsterApi(args.url)
     api.add_partition("scans", key)
-    run_id = api.launch_run(SCAN_JOB, partition_key=key, run_config=_recon_config(args),
-                            tags={"cosmic/submitted-by": "cli"})
+    run_id = api.launch_run(
+        SCAN_JOB, partition_key=key, run_config=_recon_config(args), tags={"cosmic/submitted-by": "cli"}
+    )
     print(json.dumps({"scan": key, "relpath": relpath, "run_id": run_id, "run": f"{args.url}/runs/{run_id}"}))
     return 0
 
@@ -79,7 +86,11 @@ def cmd_rerun_failed(args: argparse.Namespace) -> int:
         print(json.dumps({"failed": [], "backfill_id": None}))
         return 0
     backfill_id = api.launch_backfill(failed, [args.asset], tags={"cosmic/action": "rerun-failed"})
-    print(json.dumps({"failed": failed, "backfill_id": backfill_id, "backfill": f"{args.url}/runs/b/{backfill_id}"}))
+    print(
+        json.dumps(
+            {"failed": failed, "backfill_id": backfill_id, "backfill": f"{args.url}/runs/b/{backfill_id}"}
+        )
+    )
     return 0
 
 
@@ -89,11 +100,17 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     try:
         selected = keys[keys.index(args.first) : keys.index(args.last) + 1]
     except ValueError:
-        raise GraphQLError(f"unknown scan key {args.first if args.first not in keys else args.last!r}") from None
+        raise GraphQLError(
+            f"unknown scan key {args.first if args.first not in keys else args.last!r}"
+        ) from None
     if not selected:
         raise GraphQLError(f"{args.first} comes after {args.last} (order of registration)")
     backfill_id = api.launch_backfill(selected, args.assets, tags={"cosmic/action": "backfill"})
-    print(json.dumps({"scans": selected, "backfill_id": backfill_id, "backfill": f"{args.url}/runs/b/{backfill_id}"}))
+    print(
+        json.dumps(
+            {"scans": selected, "backfill_id": backfill_id, "backfill": f"{args.url}/runs/b/{backfill_id}"}
+        )
+    )
     return 0
 
 
@@ -116,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--engine", choices=["epie", "ptychocam", "cdtools"])
         p.add_argument("--iterations", type=int)
         p.add_argument("--probe-refine-start", type=int)
-        p.add_argument("--force", action="store_true", help="new job even if one with these parameters completed")
+        p.add_argument(
+            "--force", action="store_true", help="new job even if one with these parameters completed"
+        )
         return p
 
     p = sub.add_parser("demo", help="simulated beamline through the real daemon and webserver")

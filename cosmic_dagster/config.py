@@ -52,7 +52,9 @@ class Settings:
         profile = env.get("COSMIC_PROFILE", "local") or "local"
         if profile not in PROFILES:
             raise ConfigError(f"COSMIC_PROFILE={profile!r}: expected one of {', '.join(PROFILES)}")
-        data_root = Path(env.get("COSMIC_DATA_ROOT") or Path.home() / ".cosmic-dagster").expanduser().absolute()
+        data_root = (
+            Path(env.get("COSMIC_DATA_ROOT") or Path.home() / ".cosmic-dagster").expanduser().absolute()
+        )
 
         def path(name: str, default: Path) -> Path:
             raw = env.get(name)

@@ -7,11 +7,13 @@ detected -> registered -> copied -> reconstructed -> checked, then prints a summ
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import re
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from cosmic_dagster.scans import scan_key
@@ -19,7 +21,9 @@ from cosmic_dagster.services import DagsterServices, free_port, prepare_home
 
 
 def _next_scan_number(day_dir: Path) -> int:
-    numbers = [int(m.group(1)) for p in day_dir.glob("NS_*.cxi") if (m := re.match(r"NS_\d{6}(\d{3})_", p.name))]
+    numbers = [
+        int(m.group(1)) for p in day_dir.glob("NS_*.cxi") if (m := re.match(r"NS_\d{6}(\d{3})_", p.name))
+    ]
     return max(numbers, default=0) + 1
 
 
@@ -33,7 +37,7 @@ def run_demo(
     timeout_s: float = 600.0,
     size: str = "demo",
 ) -> int:
-    from cosmic_dagster.ptycho.simulate import SimulationSpec, cosmic_relpath, write_scan
+    from cosmic_dagster.ptycho.simulate import SimulationSpec, cosmic_relpath
 
     home = home.absolute()
     dagster_home, data_root = home / "dagster_home", home / "data"
@@ -67,64 +71,73 @@ def run_demo(
             services.stop()
 
 
-def _simulate_and_follow(services, beamline, relpaths, keys, spec, interval_s, timeout_s, keep) -> int:
+def _simulate_and_follow(
+    services: DagsterServices,
+    beamline: Path,
+    relpaths: list[str],
+    keys: list[str],
+    spec: object,
+    interval_s: float,
+    timeout_s: float,
+    keep: bool,
+) -> int:
     import dagster as dg
 
     from cosmic_dagster.progress import scan_progress
     from cosmic_dagster.ptycho.simulate import write_scan
 
     def beamline_writer() -> None:
-        for relpath in relpaths:
-            write_scan(beamline / relpath, spec)
+        for i, relpath in enumerate(relpaths):
+            write_scan(beamline / relpath, replace(spec, seed=spec.seed + i))
             time.sleep(interval_s)
 
-    writer = threading.Thread(target=beamline_writer, daemon=True)
     started = time.monotonic()
-    writer.start()
+    threading.Thread(target=beamline_writer, daemon=True).start()
     print(f"beamline: writing {len(relpaths)} scans, one every {interval_s:g} s", flush=True)
     instance = dg.DagsterInstance.get()
-    last: dict[str, str] = {}
-    progress = {}
+    shown: dict[str, str] = {}
+    progress: dict = {}
     while time.monotonic() - started < timeout_s:
-        progress = scan_progress(instance, keys) if instance.get_dynamic_partitions("scans") else {}
+        detected = set(instance.get_dynamic_partitions("scans"))
+        progress = scan_progress(instance, keys)
         for key in keys:
-            stage = progress[key].stage if key in progress and key in instance.get_dynamic_partitions("scans") else "waiting"
-            if last.get(key) != stage:
-                print(f"[{time.monotonic() - started:6.1f}s] {key:<32} {stage}", flush=True)
-                last[key] = stage
-        if all(last.get(k) == "checked" for k in keys):
+            stage = progress[key].stage if key in detected else "waiting"
+            if shown.get(key) != stage:
+                print(f"[{time.monotonic() - started:6.1f}s] {key:<30} {stage}", flush=True)
+                shown[key] = stage
+        if all(stage == "checked" for stage in shown.values()) and len(shown) == len(keys):
             break
         time.sleep(1.0)
-    writer.join(timeout=1)
-    ok = all(last.get(k) == "checked" for k in keys) and all(progress[k].passed for k in keys)
     _print_table(progress, keys)
     print(f"\nDagster UI: {services.url}" + ("  (kept running; Ctrl-C to stop)" if keep else ""))
-    if not ok:
-        print(f"demo FAILED: not every scan was reconstructed and checked within {timeout_s:.0f} s;"
-              f" see the failed runs in the UI and the logs in {services.log_dir}")
+    if not all(shown.get(k) == "checked" and progress[k].passed for k in keys):
+        print(
+            f"demo FAILED: not every scan was reconstructed and passed its checks within {timeout_s:.0f} s;"
+            f" see the failed runs in the UI and the logs in {services.log_dir}"
+        )
         return 1
     print(f"demo OK: {len(keys)} scans reconstructed and checked in {time.monotonic() - started:.0f} s")
     if keep:
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             while True:
                 time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
     return 0
 
 
-def _print_table(progress, keys) -> None:
+def _print_table(progress: dict, keys: list[str]) -> None:
     header = f"{'scan':<30} {'MB':>7} {'copy s':>7} {'recon s':>8} {'obj err':>8} {'F drop':>7}  preview"
     print("\n" + header + "\n" + "-" * len(header))
     for key in keys:
-        p = progress.get(key)
-        meta = p.metadata if p else {}
-        raw, copy, recon = meta.get("raw_scan", {}), meta.get("nersc_copy", {}), meta.get("reconstruction", {})
-        mb = raw.get("bytes", 0) / 1e6
-        obj = recon.get("object_error")
-        drop = recon.get("fourier_error_drop")
-        print(
-            f"{key:<30} {mb:7.2f} {copy.get('seconds', float('nan')):7.2f} {recon.get('run_s', float('nan')):8.2f} "
-            f"{(f'{obj:.3f}' if obj is not None else '-'):>8} {(f'{drop:.1f}x' if drop else '-'):>7}  "
-            f"{recon.get('preview_path', '-')}"
-        )
+        meta = progress[key].metadata if key in progress else {}
+        raw, copy, recon = (meta.get(a, {}) for a in ("raw_scan", "nersc_copy", "reconstruction"))
+        obj, drop = recon.get("object_error"), recon.get("fourier_error_drop")
+        cells = [
+            f"{key:<30}",
+            f"{raw.get('bytes', 0) / 1e6:7.2f}",
+            f"{copy.get('seconds', float('nan')):7.2f}",
+            f"{recon.get('run_s', float('nan')):8.2f}",
+            f"{obj:8.3f}" if obj is not None else f"{'-':>8}",
+            f"{drop:6.1f}x" if drop else f"{'-':>7}",
+            f" {recon.get('preview_path', '-')}",
+        ]
+        print(" ".join(cells))

@@ -123,11 +123,13 @@ class DagsterApi:
                 ... on PythonError { message } ... on UnauthorizedError { message }
                 ... on InvalidSubsetError { message } ... on PartitionSetNotFoundError { message }
               }}""",
-            {"p": {
-                "partitionNames": list(partition_keys),
-                "assetSelection": [{"path": [a]} for a in assets],
-                "tags": [{"key": k, "value": v} for k, v in (tags or {}).items()],
-            }},
+            {
+                "p": {
+                    "partitionNames": list(partition_keys),
+                    "assetSelection": [{"path": [a]} for a in assets],
+                    "tags": [{"key": k, "value": v} for k, v in (tags or {}).items()],
+                }
+            },
         )["launchPartitionBackfill"]
         return self._ok(data, "LaunchBackfillSuccess")["backfillId"]
 

@@ -187,7 +187,9 @@ class ScanPipeline:
             results[key] = self._collect(key, spec, plan, outcomes[spec.name])
         return results
 
-    def _collect(self, key: str, spec: JobSpec, plan: ReconPlan, job: JobOutcome) -> Reconstruction | StageError:
+    def _collect(
+        self, key: str, spec: JobSpec, plan: ReconPlan, job: JobOutcome
+    ) -> Reconstruction | StageError:
         if not job.ok:
             tail = job.log_tail.strip()
             message = f"reconstruction job {job.job_id} ended {job.state}"
@@ -199,7 +201,7 @@ class ScanPipeline:
         preview = self._fetch_preview(key, spec)
         recon = Reconstruction(
             key=key,
-            engine=type(plan.params).__name__.removesuffix("Params").lower(),
+            engine=plan.params.engine,
             params=asdict(plan.params),
             job=job,
             workdir=spec.workdir,

@@ -25,7 +25,11 @@ class ScanProgress:
     def stage(self) -> str:
         if "reconstruction" in self.metadata and RECON_CHECK in self.checks:
             return "checked"
-        for asset, stage in (("reconstruction", "reconstructed"), ("nersc_copy", "copied"), ("raw_scan", "registered")):
+        for asset, stage in (
+            ("reconstruction", "reconstructed"),
+            ("nersc_copy", "copied"),
+            ("raw_scan", "registered"),
+        ):
             if asset in self.metadata:
                 return stage
         return "detected"
@@ -57,5 +61,7 @@ def scan_progress(instance: dg.DagsterInstance, keys: Sequence[str] | None = Non
         )
         for record in reversed(history):
             if record.partition in out and record.status != AssetCheckExecutionRecordStatus.PLANNED:
-                out[record.partition].checks[check] = record.status == AssetCheckExecutionRecordStatus.SUCCEEDED
+                out[record.partition].checks[check] = (
+                    record.status == AssetCheckExecutionRecordStatus.SUCCEEDED
+                )
     return out

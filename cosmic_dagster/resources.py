@@ -7,6 +7,7 @@ sensors only see the role's base class.
 from __future__ import annotations
 
 import sys
+
 import dagster as dg
 
 from cosmic_dagster.arrivals import DirectoryLister, Lister

@@ -6,8 +6,6 @@ Each tick walks only the recent day folders (cost flat in archive size), emits a
 request). The cursor and the run keys make a restarted daemon neither miss nor repeat a scan.
 """
 
-from __future__ import annotations
-
 import hashlib
 import time
 

@@ -40,6 +40,14 @@ def prepare_home(dagster_home: Path, instance_yaml: Path = PROJECT_ROOT / "dagst
         raise FileNotFoundError(f"instance configuration not found: {instance_yaml}")
     dagster_home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(instance_yaml, dagster_home / "dagster.yaml")
+    # Create/migrate the SQLite storages once, here: the daemon and the webserver starting
+    # together on a fresh home would both run the schema migrations and one would crash.
+    from dagster import DagsterInstance
+    from dagster._core.instance.ref import InstanceRef
+
+    with DagsterInstance.from_ref(InstanceRef.from_dir(str(dagster_home))) as instance:
+        instance.get_runs(limit=1)
+        instance.get_dynamic_partitions("scans")
 
 
 @dataclass
@@ -60,8 +68,13 @@ class DagsterServices:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
         self.procs[name] = subprocess.Popen(
-            argv, cwd=self.workspace.parent, env=dict(self.env), stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            argv,
+            cwd=self.workspace.parent,
+            env=dict(self.env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
 
     def start_daemon(self) -> None:
@@ -73,11 +86,27 @@ class DagsterServices:
         self._stop("daemon", sig, group=group)
 
     def start(self, timeout_s: float = 120.0) -> None:
+        """Start both and wait until the webserver answers; on any failure stop what started."""
+        try:
+            self._start(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout_s: float) -> None:
         bindir = Path(sys.executable).parent
         self.start_daemon()
         self._spawn(
             "webserver",
-            [str(bindir / "dagster-webserver"), "-w", str(self.workspace), "-h", "127.0.0.1", "-p", str(self.port)],
+            [
+                str(bindir / "dagster-webserver"),
+                "-w",
+                str(self.workspace),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+            ],
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -93,7 +122,9 @@ class DagsterServices:
             time.sleep(0.5)
         raise TimeoutError(f"webserver not answering on {self.url} after {timeout_s:.0f} s")
 
-    def _stop(self, name: str, sig: int = signal.SIGTERM, timeout_s: float = 20.0, group: bool = True) -> None:
+    def _stop(
+        self, name: str, sig: int = signal.SIGTERM, timeout_s: float = 20.0, group: bool = True
+    ) -> None:
         proc = self.procs.pop(name, None)
         if proc is None or proc.poll() is not None:
             return

@@ -65,7 +65,7 @@ class LocalTransfer:
                     verified=False,
                     checksum=checksum,
                     checksum_algorithm="sha256",
-                    error=f"checksum mismatch after copy of {item.relpath}: source changed since registration?",
+                    error=f"checksum mismatch after copy of {item.relpath}: changed since registration?",
                 )
             os.replace(tmp, dest)
         except OSError as exc:

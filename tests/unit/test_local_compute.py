@@ -27,7 +27,7 @@ def spec(tmp_path, name, body):
 
 
 def test_jobs_run_detached_and_report_states(compute, tmp_path):
-    ok = spec(tmp_path, "ok", 'echo hello; echo \'{"a": 1}\' > summary.json\n')
+    ok = spec(tmp_path, "ok", "echo hello; echo '{\"a\": 1}' > summary.json\n")
     bad = spec(tmp_path, "bad", "echo step one; echo boom >&2; exit 3\n")
     outcomes = compute.run_batch([ok, bad])
     assert outcomes["ok"].state == "COMPLETED" and outcomes["ok"].ok
@@ -54,10 +54,10 @@ def test_waiter_killed_mid_wait_reattaches_without_duplicate(tmp_path):
         from cosmic_dagster.compute.local import LocalCompute
         from cosmic_dagster.compute.protocol import JobSpec
         from cosmic_dagster.ledger import Ledger
-        c = LocalCompute({str(tmp_path / 'jobs')!r}, Ledger({str(tmp_path / 'ledger.sqlite')!r}), slots=1,
+        c = LocalCompute({str(tmp_path / "jobs")!r}, Ledger({str(tmp_path / "ledger.sqlite")!r}), slots=1,
                          poll_interval_s=0.1)
         c.run_batch([JobSpec(name="long", script="#!/bin/bash\\necho start >> runs.txt; sleep 3\\n",
-                             workdir={str(tmp_path / 'work')!r})])
+                             workdir={str(tmp_path / "work")!r})])
     """)
     waiter = subprocess.Popen([sys.executable, "-c", code])
     ledger = Ledger(tmp_path / "ledger.sqlite")
@@ -67,7 +67,9 @@ def test_waiter_killed_mid_wait_reattaches_without_duplicate(tmp_path):
     waiter.send_signal(signal.SIGKILL)
     waiter.wait()
     compute = LocalCompute(tmp_path / "jobs", ledger, slots=1, poll_interval_s=0.1)
-    outcome = compute.run_batch([JobSpec(name="long", script="unused", workdir=str(tmp_path / "work"))])["long"]
+    outcome = compute.run_batch([JobSpec(name="long", script="unused", workdir=str(tmp_path / "work"))])[
+        "long"
+    ]
     assert outcome.reattached and outcome.state == "COMPLETED"
     assert (tmp_path / "work/runs.txt").read_text() == "start\n"
     assert len([d for d in os.listdir(tmp_path / "jobs") if d not in ("by-name", "slots")]) == 1

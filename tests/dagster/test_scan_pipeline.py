@@ -1,0 +1,111 @@
+"""The Dagster layer in process: batches, per-scan outcomes, checks, sensor behaviour."""
+
+import os
+
+import dagster as dg
+import pytest
+
+from cosmic_dagster.definitions import build_definitions
+from cosmic_dagster.ledger import Ledger
+from cosmic_dagster.pipeline import QUARANTINE
+from cosmic_dagster.profiles import resources_for
+from cosmic_dagster.progress import scan_progress
+from cosmic_dagster.scans import scan_key
+
+
+def run_batch(defs, instance, keys, job="scan_job", run_config=None):
+    instance.add_dynamic_partitions("scans", keys)
+    return defs.resolve_job_def(job).execute_in_process(
+        instance=instance,
+        run_config=run_config,
+        tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]},
+        raise_on_error=False,
+    )
+
+
+@pytest.fixture
+def defs(settings):
+    return build_definitions(settings)
+
+
+def test_a_bad_scan_fails_alone_and_is_quarantined(defs, settings, beamline):
+    good = [beamline.scan(), beamline.scan()]
+    bad = beamline.defect("truncated")
+    keys = [scan_key(good[0]), scan_key(bad), scan_key(good[1])]
+    instance = dg.DagsterInstance.ephemeral()
+    result = run_batch(defs, instance, keys)
+    assert not result.success
+    failure = result.failure_data_for_node("scan_pipeline")
+    assert scan_key(bad) in failure.error.message and "truncated" in failure.error.message.lower()
+    progress = scan_progress(instance, keys)
+    for key in (keys[0], keys[2]):
+        assert progress[key].stage == "checked" and progress[key].passed, progress[key]
+    assert progress[keys[1]].stage == "detected"
+    reason = Ledger(settings.state_dir / "ledger.sqlite").get(QUARANTINE, keys[1])
+    assert reason["stage"] == "raw_scan" and "truncated" in reason["reason"].lower()
+    assert (settings.beamline_root / bad).exists()  # nothing lost
+
+
+def test_reconstruction_metadata_and_preview(defs, beamline):
+    key = scan_key(beamline.scan())
+    instance = dg.DagsterInstance.ephemeral()
+    assert run_batch(defs, instance, [key]).success
+    meta = scan_progress(instance, [key])[key].metadata
+    assert meta["raw_scan"]["frames"] > 0 and len(meta["raw_scan"]["sha256"]) == 64
+    assert meta["nersc_copy"]["checksum_verified"] is True
+    recon = meta["reconstruction"]
+    assert recon["state"] == "COMPLETED" and recon["fourier_error_drop"] > 1
+    assert os.path.exists(recon["preview_path"]) and "data:image/png;base64" in recon["preview"]
+
+
+def test_parameters_through_run_config_and_no_progress_fails_the_check(defs, beamline):
+    key = scan_key(beamline.scan())
+    instance = dg.DagsterInstance.ephemeral()
+    assert run_batch(defs, instance, [key]).success
+    first = scan_progress(instance, [key])[key].metadata["reconstruction"]
+    config = {"ops": {"scan_pipeline": {"config": {"iterations": 1}}}}
+    result = run_batch(defs, instance, [key], job="reconstruction_job", run_config=config)
+    assert result.success
+    progress = scan_progress(instance, [key])[key]
+    assert progress.metadata["reconstruction"]["job_id"] != first["job_id"]
+    assert progress.metadata["reconstruction"]["parameters"]["iterations"] == 1
+    assert progress.checks["reconstruction_quality"] is False  # one iteration cannot converge
+
+
+def test_same_parameters_reattach_instead_of_recomputing(defs, beamline):
+    key = scan_key(beamline.scan())
+    instance = dg.DagsterInstance.ephemeral()
+    assert run_batch(defs, instance, [key]).success
+    first = scan_progress(instance, [key])[key].metadata["reconstruction"]
+    assert run_batch(defs, instance, [key], job="reconstruction_job").success
+    second = scan_progress(instance, [key])[key].metadata["reconstruction"]
+    assert second["job_id"] == first["job_id"] and second["reattached"] is True
+
+
+def test_sensor_registers_batches_and_refuses_escaping_symlinks(settings, beamline, tmp_path):
+    defs = build_definitions(settings)
+    sensor = defs.resolve_sensor_def("scan_arrival_sensor")
+    instance = dg.DagsterInstance.ephemeral()
+    scans = [beamline.scan() for _ in range(3)]
+    outside = tmp_path / "outside.cxi"
+    outside.write_bytes(b"secret")
+    evil = settings.beamline_root / beamline.relpath().replace(".cxi", "_evil.cxi")
+    evil.symlink_to(outside)
+    (settings.beamline_root / beamline.relpath()).with_suffix(".cxi.tmp").write_bytes(b"partial")
+    context = dg.build_sensor_context(instance=instance, resources=resources_for(settings))
+    result = sensor(context)
+    keys = [scan_key(s) for s in scans]
+    assert result.dynamic_partitions_requests[0].partition_keys == keys
+    [run] = result.run_requests
+    assert run.tags["dagster/asset_partition_range_start"] == keys[0]
+    assert run.tags["dagster/asset_partition_range_end"] == keys[-1]
+    ledger = Ledger(settings.state_dir / "ledger.sqlite")
+    assert (
+        "outside the beamline root"
+        in ledger.get(QUARANTINE, str(evil.relative_to(settings.beamline_root)))["reason"]
+    )
+    instance.add_dynamic_partitions("scans", keys)
+    again = sensor(
+        dg.build_sensor_context(instance=instance, resources=resources_for(settings), cursor=result.cursor)
+    )
+    assert isinstance(again, dg.SkipReason)
