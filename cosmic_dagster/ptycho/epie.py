@@ -1,0 +1,389 @@
+"""Local ptychographic reconstruction: ePIE with probe refinement, numpy/scipy, single precision.
+
+One command for every place a job can run (laptop, Slurm job, container)::
+
+    python -m cosmic_dagster.ptycho.epie INPUT.cxi OUTPUT.h5 --iterations 100 \
+        [--probe-refine-start 5] [--seed 0] [--summary SUMMARY.json] [--preview PREVIEW.png]
+
+Progress lines go to stdout (the job log); bad input ends with exit code 2 and one ``error:`` line
+on stderr. COSMIC stores a *focused* initial illumination (the inverse transform of the root mean
+pattern); it is propagated by the zone-plate defocus first, without which ePIE collapses onto a
+focused spot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+from scipy import fft
+
+from cosmic_dagster.ptycho import cxi, optics, quality
+from cosmic_dagster.ptycho.preview import write_preview
+
+ENGINE = "epie"
+DEFAULT_ITERATIONS = 100
+DEFAULT_PROBE_REFINE_START = 5
+_TINY = np.float32(1e-12)
+_EXIT_BAD_INPUT = 2
+_EXIT_FAILED = 1
+
+
+@dataclass(frozen=True, eq=False)
+class Reconstruction:
+    """Engine result; ``illumination`` is the summed probe intensity on the object grid."""
+
+    object: np.ndarray
+    probe: np.ndarray
+    fourier_error: list[float]
+    illumination: np.ndarray
+    positions_px: np.ndarray
+    params: dict[str, float | int | str | None] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def reconstruct(
+    scan: cxi.ScanData,
+    iterations: int = DEFAULT_ITERATIONS,
+    *,
+    probe_refine_start: int = DEFAULT_PROBE_REFINE_START,
+    alpha: float = 1.0,
+    beta: float = 1.0,
+    probe_defocus_m: float | None = None,
+    seed: int = 0,
+    progress: Callable[[int, float], None] | None = None,
+) -> Reconstruction:
+    """Run ePIE (random position order each iteration) on a loaded scan.
+
+    ``alpha``/``beta`` are the object/probe step sizes (1 is the classic ePIE); the probe is
+    refined from iteration ``probe_refine_start`` (0-based; ``>= iterations`` keeps it fixed).
+    ``probe_defocus_m`` is how far the stored probe guess is propagated (None: COSMIC's defocus
+    for the scan energy, 0: use it as stored). ``fourier_error[i]`` is Σ(|Ψ| - √I)² / ΣI over the
+    usable pixels of all frames during iteration ``i`` (before each update). Iteration stops early
+    once the error is not finite.
+    """
+    if iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    if not (alpha > 0 and beta > 0):
+        raise ValueError(f"alpha and beta must be > 0, got {alpha} and {beta}")
+    defocus = optics.cosmic_probe_defocus_m(scan.energy_ev) if probe_defocus_m is None else probe_defocus_m
+    frames = scan.frames
+    h, w = frames.shape[1:]
+    positions = np.rint(scan.positions_px).astype(np.int64)
+    good = None if scan.bad_pixels is None else np.fft.ifftshift(~scan.bad_pixels).astype(np.float32)
+    amplitudes = _fft_ordered_amplitudes(frames)
+    # Σ|Δψ|² of the unnormalised FFTs is Σ(|Ψ| - a)² / (h w): normalise by Σa² / (h w) = ΣI.
+    total_counts = sum(float(np.vdot(a, a if good is None else a * good)) for a in amplitudes) / (h * w)
+    total_counts = max(total_counts, 1e-30)
+
+    probe = initial_probe(scan, defocus)
+    obj = np.ones(scan.object_shape, np.complex64)
+    rng = np.random.default_rng(seed)
+    workspace = _Workspace(h, w)
+    history: list[float] = []
+    start = time.perf_counter()
+    with np.errstate(over="ignore", invalid="ignore"):  # divergence shows in the error history
+        for iteration in range(iterations):
+            order = rng.permutation(len(positions))
+            squared = _sweep(
+                obj, probe, amplitudes, good, positions[order].tolist(), order.tolist(),
+                iteration >= probe_refine_start, alpha, beta, workspace,
+            )  # fmt: skip
+            history.append(squared / total_counts)
+            if progress is not None:
+                progress(iteration, history[-1])
+            if not math.isfinite(history[-1]):
+                break
+    seconds = time.perf_counter() - start
+    return Reconstruction(
+        object=obj,
+        probe=probe,
+        fourier_error=history,
+        illumination=_illumination(probe, positions, scan.object_shape),
+        positions_px=positions,
+        params={
+            "iterations": iterations,
+            "probe_refine_start": probe_refine_start,
+            "alpha": alpha,
+            "beta": beta,
+            "probe_defocus_m": defocus,
+            "seed": seed,
+        },
+        seconds=seconds,
+    )
+
+
+def _fft_ordered_amplitudes(frames: np.ndarray) -> np.ndarray:
+    """√I in FFT order (DC at [0, 0]), scaled by √(h w) to match unnormalised transforms.
+
+    Negative intensities (background-subtracted noise) count as zero; built in place to keep the
+    memory at one extra copy of the frames.
+    """
+    h, w = frames.shape[1:]
+    amplitudes = np.fft.ifftshift(frames, axes=(-2, -1)).astype(np.float32, copy=False)
+    np.maximum(amplitudes, 0, out=amplitudes)
+    np.sqrt(amplitudes, out=amplitudes)
+    amplitudes *= np.float32(math.sqrt(h * w))
+    return amplitudes
+
+
+def initial_probe(scan: cxi.ScanData, defocus_m: float) -> np.ndarray:
+    """The stored probe guess (or, without one, acme's recipe from the mean pattern), defocused."""
+    guess = scan.probe_guess
+    if guess is None:
+        guess = optics.centred_ifft2(np.sqrt(np.maximum(scan.frames.mean(axis=0), 0)))
+    dx, dy = scan.object_pixel_size_m
+    return optics.propagate(guess, (dy, dx), scan.wavelength_m, defocus_m)
+
+
+class _Workspace:
+    """Preallocated per-frame buffers, reused for every position."""
+
+    def __init__(self, h: int, w: int) -> None:
+        self.exit_wave = np.empty((h, w), np.complex64)
+        self.update = np.empty((h, w), np.complex64)
+        self.probe_update = np.empty((h, w), np.complex64)
+        self.object_weight = np.empty((h, w), np.complex64)
+        self.real = np.empty((h, w), np.float32)
+
+
+def _sweep(
+    obj: np.ndarray,
+    probe: np.ndarray,
+    amplitudes: np.ndarray,
+    good: np.ndarray | None,
+    positions: Sequence[Sequence[int]],
+    frame_indices: Sequence[int],
+    refine_probe: bool,
+    alpha: float,
+    beta: float,
+    ws: _Workspace,
+) -> float:
+    """One ePIE pass over the positions, in the given order; returns Σ‖Δψ‖² (Fourier error numerator)."""
+    h, w = probe.shape
+    _object_weight(probe, alpha, ws)
+    squared = 0.0
+    for (y, x), k in zip(positions, frame_indices, strict=True):
+        patch = obj[y : y + h, x : x + w]
+        np.multiply(probe, patch, out=ws.exit_wave)
+        spectrum = fft.fft2(ws.exit_wave, workers=1, overwrite_x=True)
+        # Modulus constraint written as a correction: ΔΨ = Ψ (√I / |Ψ| - 1), so Δψ = IFFT(ΔΨ).
+        ratio = np.abs(spectrum, out=ws.real)
+        np.maximum(ratio, _TINY, out=ratio)
+        np.divide(amplitudes[k], ratio, out=ratio)
+        ratio -= 1
+        if good is not None:
+            ratio *= good
+        spectrum *= ratio
+        delta = fft.ifft2(spectrum, workers=1, overwrite_x=True)
+        squared += float(np.vdot(delta, delta).real)
+        if refine_probe:
+            np.conjugate(patch, out=ws.probe_update)
+            ws.probe_update *= delta
+            probe_step = np.float32(beta / max(float(np.abs(patch, out=ws.real).max()) ** 2, 1e-30))
+        np.multiply(ws.object_weight, delta, out=ws.update)
+        patch += ws.update
+        if refine_probe:
+            ws.probe_update *= probe_step
+            probe += ws.probe_update
+            _object_weight(probe, alpha, ws)
+    return squared
+
+
+def _object_weight(probe: np.ndarray, alpha: float, ws: _Workspace) -> None:
+    """alpha P* / max|P|², the ePIE object step for the current probe."""
+    peak = float(np.abs(probe, out=ws.real).max()) ** 2
+    np.conjugate(probe, out=ws.object_weight)
+    ws.object_weight *= np.float32(alpha / max(peak, 1e-30))
+
+
+def _illumination(probe: np.ndarray, positions: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    h, w = probe.shape
+    intensity = (np.abs(probe) ** 2).astype(np.float32)
+    total = np.zeros(shape, np.float32)
+    for y, x in positions.tolist():
+        total[y : y + h, x : x + w] += intensity
+    return total
+
+
+def write_output(path: str | os.PathLike[str], recon: Reconstruction, *, source: str = "") -> Path:
+    """Write object, probe, error history, illumination and parameters atomically to an HDF5 file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with h5py.File(tmp, "w") as f:
+            f["object"] = recon.object
+            f["probe"] = recon.probe
+            f["fourier_error"] = np.asarray(recon.fourier_error, np.float64)
+            f["illumination"] = recon.illumination
+            f["positions_px"] = recon.positions_px
+            f.attrs["engine"] = ENGINE
+            f.attrs["iterations"] = len(recon.fourier_error)
+            f.attrs["seconds"] = recon.seconds
+            f.attrs["parameters"] = json.dumps(recon.params)
+            f.attrs["input"] = source
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except cxi.CxiError as exc:
+        print(f"error: bad input: {exc}", file=sys.stderr, flush=True)
+        return _EXIT_BAD_INPUT
+    except (OSError, ValueError) as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        return _EXIT_FAILED
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m cosmic_dagster.ptycho.epie", description="ePIE reconstruction of a COSMIC CXI scan."
+    )
+    parser.add_argument("input", type=Path, help="scan file (.cxi)")
+    parser.add_argument("output", type=Path, help="result file (.h5), written atomically")
+    parser.add_argument("--iterations", type=_positive_int, default=DEFAULT_ITERATIONS)
+    parser.add_argument("--probe-refine-start", type=_non_negative_int, default=DEFAULT_PROBE_REFINE_START)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--alpha", type=float, default=1.0, help="object step size")
+    parser.add_argument("--beta", type=float, default=1.0, help="probe step size")
+    parser.add_argument(
+        "--probe-defocus-um", type=float, default=None, help="propagate the probe guess (default: COSMIC's)"
+    )
+    parser.add_argument("--summary", type=Path, help="write a JSON summary here (atomically)")
+    parser.add_argument("--preview", type=Path, help="write a PNG preview here")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _run(args: argparse.Namespace) -> int:
+    scan = cxi.load_scan(args.input)
+    s = scan.summary
+    print(
+        f"{ENGINE}: {Path(args.input).name}: {s.n_frames} frames of {s.frame_shape[0]}x{s.frame_shape[1]}, "
+        f"{s.energy_ev:.1f} eV, object {scan.object_shape[0]}x{scan.object_shape[1]} px, "
+        f"{args.iterations} iterations",
+        flush=True,
+    )
+    every = max(1, args.iterations // 10)
+
+    def report(iteration: int, error: float) -> None:
+        done = iteration + 1
+        if done % every == 0 or done == args.iterations or not math.isfinite(error):
+            print(f"{ENGINE}: iteration {done}/{args.iterations} fourier_error {error:.5g}", flush=True)
+
+    defocus = None if args.probe_defocus_um is None else args.probe_defocus_um * 1e-6
+    recon = reconstruct(
+        scan,
+        args.iterations,
+        probe_refine_start=args.probe_refine_start,
+        alpha=args.alpha,
+        beta=args.beta,
+        probe_defocus_m=defocus,
+        seed=args.seed,
+        progress=report,
+    )
+    output = write_output(args.output, recon, source=str(args.input))
+    finite = bool(np.isfinite(recon.object).all() and np.isfinite(recon.probe).all())
+    error = None
+    if scan.ground_truth is not None and finite:
+        error = quality.object_error(recon.object, scan.ground_truth, illumination=recon.illumination)
+    judged = quality.verdict(recon.fourier_error)
+    if not finite:
+        judged = quality.Verdict(False, "the reconstructed object or probe contains NaN or infinity")
+    preview = None
+    if args.preview is not None:
+        preview = write_preview(
+            preview_region(recon),
+            args.preview,
+            title=f"{Path(args.input).stem} ({ENGINE}, {len(recon.fourier_error)} it)",
+        )
+    first, final = recon.fourier_error[0], recon.fourier_error[-1]
+    summary = {
+        "engine": ENGINE,
+        "iterations": len(recon.fourier_error),
+        "seconds": round(recon.seconds, 3),
+        "fourier_error": recon.fourier_error,
+        "fourier_error_first": first,
+        "fourier_error_final": final,
+        "fourier_error_drop": first / final if final > 0 else None,
+        "object_error": error,
+        "finite": finite,
+        "verdict_ok": judged.ok,
+        "verdict_reason": judged.reason,
+        "output": str(output),
+        "preview": None if preview is None else str(preview),
+        "input": str(args.input),
+        "frames": s.n_frames,
+        "frame_shape": list(s.frame_shape),
+        "parameters": recon.params,
+    }
+    if args.summary is not None:
+        _write_json(args.summary, summary)
+    object_text = "" if error is None else f", object error {error:.4f}"
+    verdict_text = "ok" if judged.ok else "NOT OK"
+    print(
+        f"{ENGINE}: done in {recon.seconds:.2f} s{object_text}; verdict {verdict_text}: {judged.reason}",
+        flush=True,
+    )
+    return 0
+
+
+def preview_region(recon: Reconstruction, lit_fraction: float = 0.1) -> np.ndarray:
+    """The object cropped to where it was lit, with its mean phase there removed (for display)."""
+    rows, cols = np.nonzero(recon.illumination >= lit_fraction * float(recon.illumination.max()))
+    if rows.size == 0:
+        return recon.object
+    crop = recon.object[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    mean = np.mean(crop)
+    return crop * np.complex64(np.conj(mean) / abs(mean)) if abs(mean) > 0 else crop
+
+
+def _write_json(path: Path, document: dict) -> None:
+    """Strict JSON (non-finite numbers become null), written to a temporary name then renamed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(_finite_or_null(document), indent=1, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _finite_or_null(value: object) -> object:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_null(v) for v in value]
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())

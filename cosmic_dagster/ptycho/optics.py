@@ -1,0 +1,84 @@
+"""X-ray optics shared by the simulator and the engine, so both use one set of conventions.
+
+Conventions: far field = ``numpy.fft.fft2`` (forward transform, ``exp(-2πi k·x/N)``); free-space
+propagation by ``dz`` multiplies the spectrum by ``exp(-iπ λ dz |q|²)`` (Fresnel transfer function,
+positive ``dz`` = downstream). Arrays are centred (DC / optical axis in the middle) unless a name
+says otherwise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+PLANCK_EV_S = 4.135667696e-15
+SPEED_OF_LIGHT_M_S = 299_792_458.0
+JOULES_PER_EV = 1.602176634e-19
+
+#: COSMIC's zone plate focus sits 15 µm from the sample at 700 eV and moves with energy.
+COSMIC_DEFOCUS_M_AT_700EV = 15e-6
+
+
+def wavelength_m(energy_ev: float) -> float:
+    """λ = hc / E."""
+    return PLANCK_EV_S * SPEED_OF_LIGHT_M_S / energy_ev
+
+
+def cosmic_probe_defocus_m(energy_ev: float) -> float:
+    """Distance from the zone-plate focus to the sample at COSMIC, proportional to energy."""
+    return COSMIC_DEFOCUS_M_AT_700EV * energy_ev / 700.0
+
+
+def object_pixel_size_m(energy_ev: float, distance_m: float, detector_pixel_m: float, n_pixels: int) -> float:
+    """Sample-plane pixel of a far-field geometry: λ z / (N p)."""
+    return wavelength_m(energy_ev) * distance_m / (n_pixels * detector_pixel_m)
+
+
+def centred_frequencies(
+    shape: tuple[int, int], pixel_m: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Spatial frequencies (1/m) of a centred spectrum, as broadcastable (qy, qx)."""
+    qy = np.fft.fftshift(np.fft.fftfreq(shape[0], d=pixel_m[0]))[:, None]
+    qx = np.fft.fftshift(np.fft.fftfreq(shape[1], d=pixel_m[1]))[None, :]
+    return qy, qx
+
+
+def fresnel_transfer(
+    shape: tuple[int, int], pixel_m: tuple[float, float], wavelength: float, dz_m: float
+) -> np.ndarray:
+    """Centred Fresnel transfer function ``exp(-iπ λ dz |q|²)`` (complex64)."""
+    qy, qx = centred_frequencies(shape, pixel_m)
+    return np.exp(-1j * np.pi * wavelength * dz_m * (qy**2 + qx**2)).astype(np.complex64)
+
+
+def centred_fft2(field: np.ndarray) -> np.ndarray:
+    """Orthonormal 2-D FFT of a centred field to a centred spectrum."""
+    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(field, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
+
+
+def centred_ifft2(spectrum: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`centred_fft2`."""
+    return np.fft.fftshift(
+        np.fft.ifft2(np.fft.ifftshift(spectrum, axes=(-2, -1)), norm="ortho"), axes=(-2, -1)
+    )
+
+
+def propagate(field: np.ndarray, pixel_m: tuple[float, float], wavelength: float, dz_m: float) -> np.ndarray:
+    """Free-space propagation of a centred field by ``dz_m`` (angular spectrum, Fresnel kernel)."""
+    if dz_m == 0:
+        return field.astype(np.complex64)
+    transfer = fresnel_transfer(field.shape[-2:], pixel_m, wavelength, dz_m)
+    return centred_ifft2(centred_fft2(field) * transfer).astype(np.complex64)
+
+
+def zone_plate_pupil(n_pixels: int, radius_px: float, central_stop: float) -> np.ndarray:
+    """Centred annular far-field pupil (float32 0/1) of a zone plate with a central stop."""
+    y, x = np.indices((n_pixels, n_pixels), dtype=np.float64) - n_pixels // 2
+    r = np.hypot(y, x)
+    return ((r <= radius_px) & (r >= central_stop * radius_px)).astype(np.float32)
+
+
+def zone_plate_pupil_radius_px(
+    energy_ev: float, distance_m: float, detector_pixel_m: float, outer_zone_m: float
+) -> float:
+    """Radius on the detector (pixels) of the cone a zone plate focuses: z·tan(λ / 2Δr) / p."""
+    return distance_m * np.tan(wavelength_m(energy_ev) / (2 * outer_zone_m)) / detector_pixel_m
