@@ -164,11 +164,24 @@ def scan_pipeline(
         todo = [k for k in keys if k not in failed]
         plan = ReconPlan(params=config.params(), force=config.force)
 
+        jobs: dict[str, str] = {}
+
         def submitted(key: str, job_id: str, reattached: bool) -> None:
+            jobs[key] = job_id
             verb = "reattached to" if reattached else "submitted"
             context.log.info(f"scan {key}: {verb} job {job_id}")
 
-        results = pipeline.reconstruct(todo, plan, on_submitted=submitted)
+        try:
+            results = pipeline.reconstruct(todo, plan, on_submitted=submitted)
+        except dg.DagsterExecutionInterruptedError as exc:
+            # The run was terminated by an operator: its jobs must not run on unattended, and
+            # the step must not be retried (a retry would submit them again).
+            for key, job_id in jobs.items():
+                context.log.warning(f"run terminated: cancelling job {job_id} of scan {key}")
+                pipeline.compute.cancel(job_id)
+            raise dg.Failure(
+                "run terminated by an operator; its jobs were cancelled", allow_retries=False
+            ) from exc
         for key, result in results.items():
             if isinstance(result, StageError):
                 failed[key] = f"reconstruction: {result}"

@@ -133,6 +133,15 @@ class DagsterApi:
         )["launchPartitionBackfill"]
         return self._ok(data, "LaunchBackfillSuccess")["backfillId"]
 
+    def terminate_run(self, run_id: str) -> None:
+        data = self.execute(
+            """mutation($id: String!) { terminateRun(runId: $id) { __typename
+                ... on TerminateRunFailure { message } ... on RunNotFoundError { message }
+                ... on PythonError { message } ... on UnauthorizedError { message } } }""",
+            {"id": run_id},
+        )["terminateRun"]
+        self._ok(data, "TerminateRunSuccess")
+
     def run_status(self, run_id: str) -> str:
         data = self.execute(
             """query($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status }

@@ -9,6 +9,8 @@ import sys
 import dagster as dg
 import pytest
 
+from cosmic_dagster.compute.local import LocalCompute
+from cosmic_dagster.ledger import Ledger
 from cosmic_dagster.scans import scan_key
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -94,3 +96,18 @@ def test_new_parameters_for_one_run_and_backfill_a_range(live):
     assert out["scans"][0] == keys[0] and out["scans"][-1] == keys[-1]
 
     live.wait_for("backfilled range", lambda: all(raw_materializations(live, k) > counts[k] for k in keys))
+
+
+def test_terminating_a_run_cancels_its_job(live):
+    key = scan_key(live.beamline.scan())
+    live.wait_checked([key])
+    ledger = Ledger(live.settings.state_dir / "ledger.sqlite")
+    before = set(ledger.all("job"))
+    run_id = json.loads(cli(live, "recon", key, "--iterations", "100000").stdout)["run_id"]
+    live.wait_for("the long job to be submitted", lambda: set(ledger.all("job")) - before)
+    [name] = set(ledger.all("job")) - before
+    job_id = ledger.get("job", name)["job_id"]
+    live.api.terminate_run(run_id)
+    live.wait_for("run canceled", lambda: live.api.run_status(run_id) == "CANCELED")
+    compute = LocalCompute(live.settings.state_dir / "local-jobs", ledger)
+    live.wait_for("job cancelled", lambda: compute.statuses([job_id])[job_id].state == "CANCELLED")
