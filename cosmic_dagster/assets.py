@@ -117,6 +117,7 @@ def scan_pipeline(
         preview_dir=state.preview_dir,
         python=compute.python,
         setup=compute.setup,
+        remote_lister=arrivals.lister() if arrivals.remote() else None,
     )
     selected = context.selected_asset_keys
     keys = list(context.partition_keys)
@@ -133,7 +134,12 @@ def scan_pipeline(
             yield dg.AssetMaterialization(
                 asset_key=RAW,
                 partition=key,
-                metadata={"relpath": reg.relpath, "bytes": reg.bytes, "sha256": reg.sha256, **reg.summary},
+                metadata={
+                    "relpath": reg.relpath,
+                    "bytes": reg.bytes,
+                    **({"sha256": reg.sha256} if reg.sha256 else {}),
+                    **reg.summary,
+                },
             )
 
     if COPY in selected:
@@ -162,7 +168,7 @@ def scan_pipeline(
 
     if RECON in selected:
         todo = [k for k in keys if k not in failed]
-        plan = ReconPlan(params=config.params(), force=config.force)
+        plan = ReconPlan(params=config.params(), slurm=compute.directives(), force=config.force)
 
         jobs: dict[str, str] = {}
 

@@ -7,6 +7,7 @@ account and no configuration: ``COSMIC_DATA_ROOT`` (default ``~/.cosmic-dagster`
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,4 +74,63 @@ class Settings:
             max_scans_per_run=int(_number(env, "COSMIC_MAX_SCANS_PER_RUN", 20, 1)),
             sensor_interval_s=int(_number(env, "COSMIC_SENSOR_INTERVAL_S", 5, 1)),
             local_slots=int(_number(env, "COSMIC_LOCAL_SLOTS", max(1, os.cpu_count() or 1), 1)),
+        )
+
+
+@dataclass(frozen=True)
+class SiteSettings:
+    """Where copies go and jobs run for the ``nersc`` and ``slurm`` profiles.
+
+    Secrets are not here: the adapters read them from their own variables/files
+    (GLOBUS_CLIENT_ID/GLOBUS_CLIENT_SECRET[_FILE], PATH_NERSC_ID/PATH_NERSC_PRI_KEY).
+    """
+
+    transfer: str  # local | globus
+    arrivals: str  # directory | globus
+    endpoints_file: Path | None
+    globus_source: str
+    globus_destination: str
+    recon_root: str  # as the compute side sees it
+    python: str
+    setup: str
+    slurm_account: str | None
+    slurm_qos: str | None
+    slurm_constraint: str | None
+    slurm_gpus: int
+    slurm_time: str
+    slurm_partition: str | None
+
+    @classmethod
+    def from_env(cls, settings: Settings, env: Mapping[str, str] | None = None) -> SiteSettings:
+        env = os.environ if env is None else env
+        nersc = settings.profile == "nersc"
+        transfer = env.get("COSMIC_TRANSFER") or ("globus" if nersc else "local")
+        arrivals = env.get("COSMIC_ARRIVALS") or "directory"
+        for name, value, allowed in (
+            ("COSMIC_TRANSFER", transfer, ("local", "globus")),
+            ("COSMIC_ARRIVALS", arrivals, ("directory", "globus")),
+        ):
+            if value not in allowed:
+                raise ConfigError(f"{name}={value!r}: expected one of {', '.join(allowed)}")
+        endpoints = env.get("COSMIC_ENDPOINTS_FILE")
+        if (transfer == "globus" or arrivals == "globus") and not endpoints:
+            raise ConfigError("COSMIC_ENDPOINTS_FILE must name the Globus endpoints file (config.yml format)")
+        recon_root = env.get("COSMIC_NERSC_RECON_ROOT") if nersc else str(settings.recon_root)
+        if not recon_root:
+            raise ConfigError("COSMIC_NERSC_RECON_ROOT must name the NERSC folder jobs write into")
+        return cls(
+            transfer=transfer,
+            arrivals=arrivals,
+            endpoints_file=Path(endpoints).expanduser().absolute() if endpoints else None,
+            globus_source=env.get("COSMIC_GLOBUS_SOURCE") or "data7012",
+            globus_destination=env.get("COSMIC_GLOBUS_DESTINATION") or "nersc7012",
+            recon_root=recon_root,
+            python=env.get("COSMIC_JOB_PYTHON") or ("python3" if nersc else sys.executable),
+            setup=env.get("COSMIC_JOB_SETUP", ""),
+            slurm_account=env.get("COSMIC_SLURM_ACCOUNT") or ("als_g" if nersc else None),
+            slurm_qos=env.get("COSMIC_SLURM_QOS") or ("regular" if nersc else None),
+            slurm_constraint=env.get("COSMIC_SLURM_CONSTRAINT") or ("gpu" if nersc else None),
+            slurm_gpus=int(_number(env, "COSMIC_SLURM_GPUS", 1 if nersc else 0, 0)),
+            slurm_time=env.get("COSMIC_SLURM_TIME") or ("04:00:00" if nersc else "00:30:00"),
+            slurm_partition=env.get("COSMIC_SLURM_PARTITION") or None,
         )

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cosmic_dagster.arrivals import Lister
 from cosmic_dagster.checksums import sha256_file
 from cosmic_dagster.compute.jobscripts import SlurmDirectives, job_name, params_digest, render_script
 from cosmic_dagster.compute.protocol import Compute, JobOutcome, JobSpec
@@ -77,6 +78,7 @@ class ScanPipeline:
         preview_dir: str | Path,
         python: str = "python3",
         setup: str = "",
+        remote_lister: Lister | None = None,
     ):
         self.beamline_root = Path(beamline_root)
         self.ledger = ledger
@@ -86,10 +88,13 @@ class ScanPipeline:
         self.preview_dir = Path(preview_dir)
         self.python = python
         self.setup = setup
+        self.remote_lister = remote_lister
 
     # --- raw_scan ----------------------------------------------------------------------------
     def register(self, key: str) -> Registration:
         """Validate the scan file as COSMIC CXI and checksum it; quarantine it if it is bad."""
+        if self.remote_lister is not None:
+            return self._register_remote(key)
         try:
             relpath = relpath_for_key(key)
             path = resolve_under_root(self.beamline_root, relpath)
@@ -103,6 +108,26 @@ class ScanPipeline:
             self.quarantine(key, "raw_scan", reason)
             raise StageError(reason) from exc
         reg = Registration(key, relpath, stat.st_size, sha256, stat.st_mtime, summary.to_metadata())
+        self.ledger.put(REGISTRATION, key, asdict(reg))
+        self.ledger.delete(QUARANTINE, key)
+        return reg
+
+    def _register_remote(self, key: str) -> Registration:
+        """Without access to the raw data (agent at NERSC): size and time from the listing;
+        integrity is then Globus's checksum verification, content validation the job's."""
+        try:
+            relpath = relpath_for_key(key)
+            folder, name = relpath.rsplit("/", 1) if "/" in relpath else ("", relpath)
+            entry = next((e for e in self.remote_lister.list_dir(folder) or [] if e.name == name), None)
+            if entry is None or entry.is_dir:
+                raise StageError(f"scan file not found on the beamline collection: {relpath}")
+            if entry.size == 0:
+                raise StageError(f"{name}: empty file (0 bytes)")
+        except (ValueError, StageError) as exc:
+            self.quarantine(key, "raw_scan", str(exc))
+            raise StageError(str(exc)) from exc
+        summary = {"validated": "by the reconstruction job (no local access to the raw data)"}
+        reg = Registration(key, relpath, entry.size, "", entry.mtime, summary)
         self.ledger.put(REGISTRATION, key, asdict(reg))
         self.ledger.delete(QUARANTINE, key)
         return reg

@@ -11,12 +11,16 @@ import sys
 import dagster as dg
 
 from cosmic_dagster.arrivals import DirectoryLister, Lister
+from cosmic_dagster.compute.jobscripts import SlurmDirectives
 from cosmic_dagster.compute.local import LocalCompute
 from cosmic_dagster.compute.protocol import Compute
 from cosmic_dagster.ledger import Ledger
 from cosmic_dagster.scans import ScanPathError, resolve_under_root
 from cosmic_dagster.transfer.local import LocalTransfer
 from cosmic_dagster.transfer.protocol import Transfer
+
+# The Globus and SFAPI adapters are imported inside the methods that need them: every run worker
+# loads this module, and the local profile should not pay for globus-sdk/httpx/authlib imports.
 
 
 class StateResource(dg.ConfigurableResource):
@@ -52,6 +56,10 @@ class ArrivalsResource(dg.ConfigurableResource):
             return str(exc)
         return None
 
+    def remote(self) -> bool:
+        """True when the raw files are only reachable through the lister (not on this disk)."""
+        return False
+
 
 class TransferResource(dg.ConfigurableResource):
     """Base of the copy resources."""
@@ -68,18 +76,116 @@ class LocalTransferResource(TransferResource):
         return LocalTransfer(self.source_root, self.destination_root)
 
 
+class GlobusTransferResource(TransferResource):
+    """Globus copies between two collections of the endpoints file (credentials from the env)."""
+
+    endpoints_file: str
+    source: str
+    destination: str
+    poll_interval_s: float = 5.0
+    deadline_s: float = 12 * 3600
+
+    def adapter(self, ledger: Ledger) -> Transfer:
+        from cosmic_dagster.transfer.globus import GlobusCredentials, GlobusTransfer
+
+        return GlobusTransfer.from_config(
+            self.endpoints_file,
+            self.source,
+            self.destination,
+            GlobusCredentials.from_env(),
+            ledger,
+            poll_interval_s=self.poll_interval_s,
+            deadline_s=self.deadline_s,
+        )
+
+
+class GlobusArrivalsResource(ArrivalsResource):
+    """New scans found by listing the beamline collection (an agent without the raw data)."""
+
+    endpoints_file: str
+    source: str
+
+    def lister(self) -> Lister:
+        from cosmic_dagster.transfer.globus import GlobusCredentials
+        from cosmic_dagster.transfer.globus_listing import GlobusLister
+
+        return GlobusLister.from_config(self.endpoints_file, self.source, GlobusCredentials.from_env())
+
+    def rejection(self, relpath: str) -> str | None:
+        return None  # nothing to resolve here: Globus only serves what is inside the collection
+
+    def remote(self) -> bool:
+        return True
+
+
 class ComputeResource(dg.ConfigurableResource):
-    """Base of the compute resources; also says where jobs write and which python they use."""
+    """Base of the compute resources; also says where jobs write, which python and which
+    Slurm directives they use."""
 
     recon_root: str
     python: str = sys.executable
     setup: str = ""
+    slurm_account: str | None = None
+    slurm_qos: str | None = None
+    slurm_constraint: str | None = None
+    slurm_gpus: int = 0
+    slurm_time: str = "00:30:00"
+    slurm_partition: str | None = None
 
     def adapter(self, ledger: Ledger) -> Compute:
         raise NotImplementedError
 
     def job_url(self, job_id: str) -> str | None:
         return None
+
+    def directives(self) -> SlurmDirectives | None:
+        return None
+
+    def _directives(self) -> SlurmDirectives:
+        return SlurmDirectives(
+            account=self.slurm_account,
+            qos=self.slurm_qos,
+            constraint=self.slurm_constraint,
+            gpus=self.slurm_gpus,
+            time_limit=self.slurm_time,
+            partition=self.slurm_partition,
+        )
+
+
+class SlurmComputeResource(ComputeResource):
+    """Jobs on the site's own Slurm cluster with sbatch/squeue/sacct (no SFAPI)."""
+
+    poll_interval_s: float = 2.0
+
+    def adapter(self, ledger: Ledger) -> Compute:
+        from cosmic_dagster.compute.slurm import SlurmCompute
+
+        return SlurmCompute(ledger, poll_interval_s=self.poll_interval_s)
+
+    def directives(self) -> SlurmDirectives | None:
+        return self._directives()
+
+
+class SfapiComputeResource(ComputeResource):
+    """Jobs on Perlmutter through the Superfacility API (credentials from the env)."""
+
+    poll_interval_s: float = 10.0
+    max_poll_interval_s: float = 60.0
+
+    def adapter(self, ledger: Ledger) -> Compute:
+        from cosmic_dagster.compute.sfapi import SfapiCompute
+
+        return SfapiCompute.from_env(
+            ledger, poll_interval_s=self.poll_interval_s, max_poll_interval_s=self.max_poll_interval_s
+        )
+
+    def job_url(self, job_id: str) -> str | None:
+        from cosmic_dagster.compute.sfapi import JOB_URL_TEMPLATE
+
+        return JOB_URL_TEMPLATE.format(job_id=job_id)
+
+    def directives(self) -> SlurmDirectives | None:
+        return self._directives()
 
 
 class LocalComputeResource(ComputeResource):

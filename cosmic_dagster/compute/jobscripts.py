@@ -1,0 +1,341 @@
+"""Reconstruction job scripts rendered from typed, validated parameters.
+
+The old Prefect flow built its scripts with f-strings and crashed on a stray brace whenever the
+refine periods were non-zero, and named files with spaces and colons. Here every parameter is a
+typed dataclass field checked on construction, every path is shell-quoted, and names only use
+``[A-Za-z0-9_.-]``. The same script runs under Slurm (with ``#SBATCH`` lines) or as a plain local
+process (without them).
+
+Slurm opens ``{workdir}/job.out`` before the script runs, so whoever submits a script with Slurm
+directives must create ``workdir`` first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import shlex
+from dataclasses import asdict, dataclass
+from typing import ClassVar
+
+DEFAULT_PTYCHOCAM_WRAPPER = (
+    "/global/cfs/cdirs/als/data_mover/ptycho/cosmic_reconstruction_at_nersc/c_ptychocam/"
+    "ptychocam_reconstruction.sh"
+)
+DEFAULT_CDTOOLS_WRAPPER = (
+    "/global/cfs/cdirs/als/data_mover/ptycho/cosmic_reconstruction_at_nersc/c_cdtools/"
+    "cdtools_reconstruction.sh"
+)
+#: NERSC QoS names (Perlmutter).
+KNOWN_QOS = frozenset(
+    {
+        "regular",
+        "debug",
+        "shared",
+        "realtime",
+        "preempt",
+        "premium",
+        "overrun",
+        "shared_interactive",
+        "interactive",
+    }
+)
+#: The log of every job (stdout and stderr), inside its workdir.
+JOB_OUTPUT = "job.out"
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_TIME = re.compile(r"([0-9]{1,4}):([0-9]{2}):([0-9]{2})")
+_MEM = re.compile(r"[0-9]+[KMGT]?")
+_CONSTRAINT = re.compile(r"[A-Za-z0-9_.&|,:*\[\]-]+")
+_MAX_JOB_NAME = 200
+
+
+class JobScriptError(ValueError):
+    """A job parameter or path that cannot go into a script."""
+
+
+# --- validation helpers --------------------------------------------------------------------------
+def _check_int(owner: str, field: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise JobScriptError(f"{owner}.{field} must be an integer, got {value!r}")
+    if value < minimum:
+        raise JobScriptError(f"{owner}.{field} must be >= {minimum}, got {value}")
+
+
+def _check_bool(owner: str, field: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise JobScriptError(f"{owner}.{field} must be True or False, got {value!r}")
+
+
+def _check_number(owner: str, field: str, value: object, minimum: float | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise JobScriptError(f"{owner}.{field} must be a finite number, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise JobScriptError(f"{owner}.{field} must be >= {minimum}, got {value}")
+
+
+def check_name(what: str, value: object) -> str:
+    """A name (job, account, scan key...) restricted to ``[A-Za-z0-9_.-]``."""
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise JobScriptError(f"{what} must be non-empty and use only A-Z a-z 0-9 _ . -, got {value!r}")
+    return value
+
+
+def check_path(what: str, value: object) -> str:
+    """A path that can be shell-quoted safely: non-empty, no newline, no quote characters."""
+    if not isinstance(value, str) or not value.strip():
+        raise JobScriptError(f"{what} must be a non-empty path, got {value!r}")
+    bad = sorted({c for c in value if c in "\n\r\0'\"`"})
+    if bad:
+        raise JobScriptError(f"{what} must not contain newlines or quotes ({bad!r}): {value!r}")
+    return value
+
+
+def _q(what: str, path: str) -> str:
+    return shlex.quote(check_path(what, path))
+
+
+# --- engine parameters ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EpieParams:
+    """Our numpy ePIE engine (``python -m cosmic_dagster.ptycho.epie``)."""
+
+    engine: ClassVar[str] = "epie"
+    iterations: int = 100
+    probe_refine_start: int = 5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_int("EpieParams", "iterations", self.iterations, 1)
+        _check_int("EpieParams", "probe_refine_start", self.probe_refine_start, 0)
+        _check_int("EpieParams", "seed", self.seed, 0)
+
+    def command(self, *, input_path: str, workdir: str, python: str) -> str:
+        out = workdir.rstrip("/") or "/"
+        return " ".join(
+            [
+                _q("python", python),
+                "-m cosmic_dagster.ptycho.epie",
+                _q("input_path", input_path),
+                _q("workdir", f"{out}/reconstruction.h5"),
+                f"--iterations {self.iterations}",
+                f"--probe-refine-start {self.probe_refine_start}",
+                f"--seed {self.seed}",
+                f"--summary {_q('workdir', f'{out}/summary.json')}",
+                f"--preview {_q('workdir', f'{out}/preview.png')}",
+            ]
+        )
+
+
+@dataclass(frozen=True)
+class PtychocamParams:
+    """NERSC's ptychocam wrapper: ``<wrapper> -i N [-r k] [-T k] [-M] <cxi>`` (0 = refinement off).
+
+    ``gpus`` is how many GPUs the wrapper runs on (one MPI rank each); a Slurm job must request
+    at least that many."""
+
+    engine: ClassVar[str] = "ptychocam"
+    iterations: int = 500
+    illumination_refine_period: int = 0
+    background_refine_period: int = 0
+    enforce_illumination_mask: bool = False
+    gpus: int = 4
+    wrapper: str = DEFAULT_PTYCHOCAM_WRAPPER
+
+    def __post_init__(self) -> None:
+        _check_int("PtychocamParams", "iterations", self.iterations, 1)
+        _check_int("PtychocamParams", "illumination_refine_period", self.illumination_refine_period, 0)
+        _check_int("PtychocamParams", "background_refine_period", self.background_refine_period, 0)
+        _check_bool("PtychocamParams", "enforce_illumination_mask", self.enforce_illumination_mask)
+        _check_int("PtychocamParams", "gpus", self.gpus, 1)
+        check_path("PtychocamParams.wrapper", self.wrapper)
+
+    def command(self, *, input_path: str, workdir: str, python: str) -> str:
+        words = [_q("PtychocamParams.wrapper", self.wrapper), f"-i {self.iterations}"]
+        if self.illumination_refine_period:
+            words.append(f"-r {self.illumination_refine_period}")
+        if self.background_refine_period:
+            words.append(f"-T {self.background_refine_period}")
+        if self.enforce_illumination_mask:
+            words.append("-M")
+        words.append(_q("input_path", input_path))
+        return " ".join(words)
+
+
+@dataclass(frozen=True)
+class CdtoolsParams:
+    """NERSC's cdtools wrapper: ``<wrapper> <cxi>`` then 12 positional values in this field order."""
+
+    engine: ClassVar[str] = "cdtools"
+    run_split_reconstructions: bool = False
+    n_modes: int = 1
+    oversampling_factor: int = 1
+    propagation_distance: float = 50e-6
+    simulate_probe_translation: bool = True
+    n_init_rounds: int = 1
+    n_init_iter: int = 50
+    n_final_iter: int = 50
+    translation_randomization: float = 0
+    probe_initialization: str | None = None
+    init_background: bool = False
+    probe_support_radius: float | None = None
+    wrapper: str = DEFAULT_CDTOOLS_WRAPPER
+
+    def __post_init__(self) -> None:
+        owner = "CdtoolsParams"
+        _check_bool(owner, "run_split_reconstructions", self.run_split_reconstructions)
+        _check_int(owner, "n_modes", self.n_modes, 1)
+        _check_int(owner, "oversampling_factor", self.oversampling_factor, 1)
+        _check_number(owner, "propagation_distance", self.propagation_distance)
+        _check_bool(owner, "simulate_probe_translation", self.simulate_probe_translation)
+        _check_int(owner, "n_init_rounds", self.n_init_rounds, 0)
+        _check_int(owner, "n_init_iter", self.n_init_iter, 1)
+        _check_int(owner, "n_final_iter", self.n_final_iter, 1)
+        _check_number(owner, "translation_randomization", self.translation_randomization, 0)
+        if self.probe_initialization is not None:
+            check_path(f"{owner}.probe_initialization", self.probe_initialization)
+        _check_bool(owner, "init_background", self.init_background)
+        if self.probe_support_radius is not None:
+            _check_number(owner, "probe_support_radius", self.probe_support_radius, 0)
+        check_path(f"{owner}.wrapper", self.wrapper)
+
+    def positional_values(self) -> list[str]:
+        """The 12 values as the wrapper receives them (Python literals: ``False``, ``None``, ``5e-05``)."""
+        values = [
+            self.run_split_reconstructions,
+            self.n_modes,
+            self.oversampling_factor,
+            self.propagation_distance,
+            self.simulate_probe_translation,
+            self.n_init_rounds,
+            self.n_init_iter,
+            self.n_final_iter,
+            self.translation_randomization,
+            self.probe_initialization,
+            self.init_background,
+            self.probe_support_radius,
+        ]
+        return [shlex.quote(v) if isinstance(v, str) else repr(v) for v in values]
+
+    def command(self, *, input_path: str, workdir: str, python: str) -> str:
+        return " ".join(
+            [
+                _q("CdtoolsParams.wrapper", self.wrapper),
+                _q("input_path", input_path),
+                *self.positional_values(),
+            ]
+        )
+
+
+EngineParams = EpieParams | PtychocamParams | CdtoolsParams
+
+
+# --- Slurm directives ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SlurmDirectives:
+    """The ``#SBATCH`` options of a job; None (or 0 GPUs) leaves an option out.
+
+    Job name, output and error file are not here: :func:`render_script` derives them."""
+
+    account: str | None
+    qos: str | None
+    constraint: str | None
+    gpus: int
+    nodes: int = 1
+    time_limit: str = "04:00:00"
+    partition: str | None = None
+    cpus_per_task: int | None = None
+    mem: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.account is not None:
+            check_name("SlurmDirectives.account", self.account)
+        if self.qos is not None and self.qos not in KNOWN_QOS:
+            raise JobScriptError(f"unknown QoS {self.qos!r}; known: {', '.join(sorted(KNOWN_QOS))}")
+        if self.constraint is not None and not (
+            isinstance(self.constraint, str) and _CONSTRAINT.fullmatch(self.constraint)
+        ):
+            raise JobScriptError(
+                f"SlurmDirectives.constraint is not a feature expression: {self.constraint!r}"
+            )
+        _check_int("SlurmDirectives", "gpus", self.gpus, 0)
+        _check_int("SlurmDirectives", "nodes", self.nodes, 1)
+        match = _TIME.fullmatch(self.time_limit) if isinstance(self.time_limit, str) else None
+        if not match or int(match[2]) > 59 or int(match[3]) > 59 or not any(int(g) for g in match.groups()):
+            raise JobScriptError(
+                f"SlurmDirectives.time_limit must be a non-zero HH:MM:SS, got {self.time_limit!r}"
+            )
+        if self.partition is not None:
+            check_name("SlurmDirectives.partition", self.partition)
+        if self.cpus_per_task is not None:
+            _check_int("SlurmDirectives", "cpus_per_task", self.cpus_per_task, 1)
+        if self.mem is not None and not (isinstance(self.mem, str) and _MEM.fullmatch(self.mem)):
+            raise JobScriptError(f"SlurmDirectives.mem must look like 4000, 500M or 8G, got {self.mem!r}")
+
+    def lines(self, *, job_name: str, workdir: str) -> list[str]:
+        log = _q("workdir", f"{workdir.rstrip('/') or '/'}/{JOB_OUTPUT}")
+        options: list[tuple[str, object]] = [
+            ("job-name", check_name("job_name", job_name)),
+            ("output", log),
+            ("error", log),
+            ("nodes", self.nodes),
+            ("time", self.time_limit),
+            ("account", self.account),
+            ("qos", self.qos),
+            ("constraint", self.constraint),
+            ("gpus", self.gpus or None),
+            ("partition", self.partition),
+            ("cpus-per-task", self.cpus_per_task),
+            ("mem", self.mem),
+        ]
+        return [f"#SBATCH --{key}={value}" for key, value in options if value is not None]
+
+
+# --- names and rendering -------------------------------------------------------------------------
+def params_digest(params: EngineParams) -> str:
+    """8 hex digits that change with the engine or any parameter (same parameters, same digest)."""
+    payload = json.dumps({"engine": params.engine, **asdict(params)}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:8]
+
+
+def job_name(asset: str, scan_key: str, params: EngineParams) -> str:
+    """``<asset>.<scan_key>.<digest8>``: deterministic, so a rerun finds the job it already started."""
+    name = f"{check_name('asset', asset)}.{check_name('scan_key', scan_key)}.{params_digest(params)}"
+    if len(name) > _MAX_JOB_NAME:
+        raise JobScriptError(f"job name longer than {_MAX_JOB_NAME} characters: {name!r}")
+    return name
+
+
+def render_script(
+    params: EngineParams,
+    *,
+    input_path: str,
+    workdir: str,
+    job_name: str,
+    slurm: SlurmDirectives | None,
+    python: str = "python3",
+    setup: str = "",
+) -> str:
+    """The complete job script: ``#SBATCH`` lines when ``slurm`` is given, then the engine command.
+
+    ``setup`` is inserted verbatim before the command (``module load ...``, ``source venv``)."""
+    if not isinstance(params, (EpieParams, PtychocamParams, CdtoolsParams)):
+        raise JobScriptError(f"unknown engine parameters: {type(params).__name__}")
+    check_name("job_name", job_name)
+    check_path("workdir", workdir)
+    if slurm is not None and isinstance(params, PtychocamParams) and slurm.gpus < params.gpus:
+        raise JobScriptError(f"ptychocam runs on {params.gpus} GPUs but the job requests {slurm.gpus}")
+    lines = ["#!/bin/bash"]
+    if slurm is not None:
+        lines += slurm.lines(job_name=job_name, workdir=workdir)
+    lines += [
+        f"# {params.engine} reconstruction {job_name}",
+        "set -euo pipefail",
+        f"mkdir -p {_q('workdir', workdir)}",
+        f"cd {_q('workdir', workdir)}",
+    ]
+    if setup.strip():
+        lines += setup.strip("\n").splitlines()
+    lines.append(params.command(input_path=input_path, workdir=workdir, python=python))
+    return "\n".join(lines) + "\n"
