@@ -32,6 +32,14 @@ def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -
     return value
 
 
+def _optional(env: Mapping[str, str], name: str, default: str | None) -> str | None:
+    """An optional string setting; the value ``none`` removes a default (e.g. no --constraint)."""
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    return None if raw.lower() == "none" else raw
+
+
 @dataclass(frozen=True)
 class Settings:
     profile: str
@@ -99,6 +107,7 @@ class SiteSettings:
     slurm_gpus: int
     slurm_time: str
     slurm_partition: str | None
+    poll_interval_s: float
 
     @classmethod
     def from_env(cls, settings: Settings, env: Mapping[str, str] | None = None) -> SiteSettings:
@@ -127,10 +136,11 @@ class SiteSettings:
             recon_root=recon_root,
             python=env.get("COSMIC_JOB_PYTHON") or ("python3" if nersc else sys.executable),
             setup=env.get("COSMIC_JOB_SETUP", ""),
-            slurm_account=env.get("COSMIC_SLURM_ACCOUNT") or ("als_g" if nersc else None),
-            slurm_qos=env.get("COSMIC_SLURM_QOS") or ("regular" if nersc else None),
-            slurm_constraint=env.get("COSMIC_SLURM_CONSTRAINT") or ("gpu" if nersc else None),
+            slurm_account=_optional(env, "COSMIC_SLURM_ACCOUNT", "als_g" if nersc else None),
+            slurm_qos=_optional(env, "COSMIC_SLURM_QOS", "regular" if nersc else None),
+            slurm_constraint=_optional(env, "COSMIC_SLURM_CONSTRAINT", "gpu" if nersc else None),
             slurm_gpus=int(_number(env, "COSMIC_SLURM_GPUS", 1 if nersc else 0, 0)),
             slurm_time=env.get("COSMIC_SLURM_TIME") or ("04:00:00" if nersc else "00:30:00"),
-            slurm_partition=env.get("COSMIC_SLURM_PARTITION") or None,
+            slurm_partition=_optional(env, "COSMIC_SLURM_PARTITION", None),
+            poll_interval_s=_number(env, "COSMIC_POLL_INTERVAL_S", 10.0 if nersc else 2.0, 0.1),
         )

@@ -171,11 +171,10 @@ class ScanPipeline:
 
     # --- reconstruction ----------------------------------------------------------------------
     def job_spec(self, key: str, plan: ReconPlan) -> JobSpec:
-        digest = params_digest(plan.params)
-        name = job_name("recon", key, plan.params)
+        workdir = f"{self.recon_root}/{key}/{params_digest(plan.params)}"
+        name = job_name("recon", key, plan.params, workdir=workdir)
         if plan.force:
             name = f"{name}.{int(time.time())}"
-        workdir = f"{self.recon_root}/{key}/{digest}"
         script = render_script(
             plan.params,
             input_path=self.copy_record(key)["destination"],

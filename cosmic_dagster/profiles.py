@@ -75,9 +75,13 @@ def resources_for(settings: Settings) -> dict[str, Any]:
             slots=settings.local_slots,
         )
     elif settings.profile == "nersc":
-        compute = SfapiComputeResource(**_site_fields(site))
+        compute = SfapiComputeResource(
+            **_site_fields(site),
+            poll_interval_s=site.poll_interval_s,
+            max_poll_interval_s=6 * site.poll_interval_s,
+        )
     else:
-        compute = SlurmComputeResource(**_site_fields(site))
+        compute = SlurmComputeResource(**_site_fields(site), poll_interval_s=site.poll_interval_s)
     return {
         "state": StateResource(state_dir=str(settings.state_dir)),
         "arrivals": _arrivals(settings, site),

@@ -10,6 +10,9 @@ import pytest
 from cosmic_dagster.config import Settings
 from cosmic_dagster.ptycho.simulate import SimulationSpec, cosmic_relpath, write_defect, write_scan
 
+#: The real one-node Slurm fixture (``slurm_cluster``) for tests marked ``slurm``.
+pytest_plugins = ["tests.slurm_cluster"]
+
 DAY = dt.date(2026, 11, 24)
 
 

@@ -299,9 +299,15 @@ def params_digest(params: EngineParams) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:8]
 
 
-def job_name(asset: str, scan_key: str, params: EngineParams) -> str:
-    """``<asset>.<scan_key>.<digest8>``: deterministic, so a rerun finds the job it already started."""
-    name = f"{check_name('asset', asset)}.{check_name('scan_key', scan_key)}.{params_digest(params)}"
+def job_name(asset: str, scan_key: str, params: EngineParams, *, workdir: str | None = None) -> str:
+    """``<asset>.<scan_key>.<digest8>``: deterministic, so a rerun finds the job it already started.
+
+    With ``workdir`` the digest also covers where the job writes: two deployments (or test runs)
+    sharing one cluster never mistake each other's jobs for their own."""
+    digest = params_digest(params)
+    if workdir is not None:
+        digest = hashlib.sha256(f"{digest}:{workdir}".encode()).hexdigest()[:8]
+    name = f"{check_name('asset', asset)}.{check_name('scan_key', scan_key)}.{digest}"
     if len(name) > _MAX_JOB_NAME:
         raise JobScriptError(f"job name longer than {_MAX_JOB_NAME} characters: {name!r}")
     return name

@@ -6,7 +6,6 @@ sfapi-client's own waits are shortened here only (reference notes, "Offline test
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -25,15 +24,6 @@ from cosmic_dagster.emulators.sfapi_scheduler import Scheduler, SimulatedSchedul
 from cosmic_dagster.ledger import Ledger
 
 CLIENT_ID = "abcdefghijklm"
-
-# The real-Slurm fixture lives with the Slurm tests; the lead may move it to tests/conftest.py.
-_spec = importlib.util.spec_from_file_location(
-    "_slurm_conftest", Path(__file__).parents[1] / "slurm" / "conftest.py"
-)
-assert _spec is not None and _spec.loader is not None
-_slurm_conftest = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_slurm_conftest)
-slurm_cluster = _slurm_conftest.slurm_cluster
 
 
 @pytest.fixture(scope="session")

@@ -236,6 +236,13 @@ def test_job_name_is_deterministic_and_safe():
     assert name not in others and len(others) == 5
 
 
+def test_job_name_differs_between_deployments_writing_elsewhere():
+    params, key = EpieParams(), "NS_230216033_ccdframes_0_0"
+    here = job_name("recon", key, params, workdir="/a/recon/x")
+    assert here == job_name("recon", key, params, workdir="/a/recon/x")
+    assert here != job_name("recon", key, params, workdir="/b/recon/x") != job_name("recon", key, params)
+
+
 def test_params_digest_is_stable_across_processes():
     """The digest must not depend on hash randomisation: a rerun in a new process finds its job."""
     code = (

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "local-slurm.sh"
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "local-slurm.sh"
 USERS_DIR = Path("/run/local-slurm-tests")
 STARTED_BY_TESTS = USERS_DIR / "started-by-tests"
 
