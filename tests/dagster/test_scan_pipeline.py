@@ -109,3 +109,26 @@ def test_sensor_registers_batches_and_refuses_escaping_symlinks(settings, beamli
         dg.build_sensor_context(instance=instance, resources=resources_for(settings), cursor=result.cursor)
     )
     assert isinstance(again, dg.SkipReason)
+
+
+def test_a_file_removed_before_its_copy_fails_clearly(defs, beamline, settings):
+    relpath = beamline.scan()
+    key = scan_key(relpath)
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("scans", [key])
+    job = defs.resolve_job_def("scan_job")
+    registered = job.execute_in_process(
+        instance=instance, partition_key=key, asset_selection=[dg.AssetKey("raw_scan")]
+    )
+    assert registered.success
+    (settings.beamline_root / relpath).unlink()
+    copied = job.execute_in_process(
+        instance=instance,
+        partition_key=key,
+        asset_selection=[dg.AssetKey("nersc_copy")],
+        raise_on_error=False,
+    )
+    message = copied.failure_data_for_node("scan_pipeline").error.message
+    assert key in message and "vanished before its copy" in message
+    reason = Ledger(settings.state_dir / "ledger.sqlite").get(QUARANTINE, key)
+    assert reason["stage"] == "nersc_copy"
