@@ -114,7 +114,8 @@ def test_missing_source_keeps_task_active_with_faults_until_deadline(
     emulator: EmulatorServer, nersc: Path
 ) -> None:
     tc = client_for(emulator)
-    task_id = tc.submit_transfer(transfer_data(nersc, ("/missing.bin", "m.bin"), deadline=in_seconds(2)))[
+    # Deadlines have whole-second resolution: leave room for a loaded machine before it expires.
+    task_id = tc.submit_transfer(transfer_data(nersc, ("/missing.bin", "m.bin"), deadline=in_seconds(6)))[
         "task_id"
     ]
     time.sleep(0.5)

@@ -204,8 +204,10 @@ def test_real_data_has_no_ground_truth(tiny: Path) -> None:
     assert not cxi.read_summary(tiny).has_ground_truth
 
 
+# Peak RSS of this process image from /proc (VmHWM): getrusage's ru_maxrss survives exec and would
+# report the (large) pytest parent's peak instead of the child's.
 _MEASURE = """
-import resource, sys
+import re, sys
 from cosmic_dagster.ptycho import cxi
 try:
     s = cxi.read_summary(sys.argv[1])
@@ -213,7 +215,8 @@ try:
 except cxi.NonFiniteError as exc:
     outcome = f"nonfinite {exc}"
 print(outcome)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+with open("/proc/self/status") as status:
+    print(int(re.search(r"VmHWM:\\s+(\\d+) kB", status.read()).group(1)) // 1024)
 """
 
 
