@@ -121,6 +121,43 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- watch: the push trigger (cosmic_dagster/watch.py) -------------------------------------------
+def cmd_watch(args: argparse.Namespace) -> int:
+    """Register and launch new scans as they complete, until interrupted (SIGINT/SIGTERM)."""
+    import logging
+    import signal
+    import threading
+
+    from cosmic_dagster.arrivals import DirectoryLister
+    from cosmic_dagster.watch import Watcher, path_rejection, sensor_grace_from_env
+
+    settings = Settings.from_env()
+    root = Path(args.root) if args.root else settings.beamline_root
+    if not root.is_dir():
+        raise ConfigError(f"beamline root {root} is not a directory")
+    if args.poll <= 0:
+        raise ValueError(f"--poll must be > 0, got {args.poll}")
+    grace = sensor_grace_from_env()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    watcher = Watcher(
+        DagsterApi(args.url, timeout_s=grace / 6),
+        DirectoryLister(root),
+        Path(args.state_file) if args.state_file else settings.state_dir / "watch-state.json",
+        settle_seconds=settings.settle_seconds,
+        grace_seconds=grace,
+        recent_days=settings.recent_days,
+        max_per_run=settings.max_scans_per_run,
+        max_per_poll=settings.max_scans_per_tick,
+        accept=path_rejection(root),
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    logging.getLogger("cosmic_dagster.watch").info("watching %s every %g s -> %s", root, args.poll, args.url)
+    watcher.run(stop, poll_s=args.poll)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cosmic-dagster", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -178,6 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = with_url(sub.add_parser("status", help="partition status of each asset"))
     p.set_defaults(func=cmd_status)
+
+    p = with_url(sub.add_parser("watch", help="register and launch scans as they complete (push trigger)"))
+    p.add_argument("--root", help="beamline root (default: COSMIC_BEAMLINE_ROOT or the data root's)")
+    p.add_argument("--poll", type=float, default=0.25, help="seconds between looks at the day folders")
+    p.add_argument("--state-file", help="cursor, unfinished batches (default: <state dir>/watch-state.json)")
+    p.set_defaults(func=cmd_watch)
     return parser
 
 

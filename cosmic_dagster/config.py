@@ -53,6 +53,7 @@ class Settings:
     max_scans_per_tick: int
     max_scans_per_run: int
     sensor_interval_s: int
+    sensor_grace_s: float
     local_slots: int
 
     @classmethod
@@ -81,6 +82,7 @@ class Settings:
             max_scans_per_tick=int(_number(env, "COSMIC_MAX_SCANS_PER_TICK", 200, 1)),
             max_scans_per_run=int(_number(env, "COSMIC_MAX_SCANS_PER_RUN", 20, 1)),
             sensor_interval_s=int(_number(env, "COSMIC_SENSOR_INTERVAL_S", 5, 1)),
+            sensor_grace_s=_number(env, "COSMIC_SENSOR_GRACE_S", 0.0, 0),
             local_slots=int(_number(env, "COSMIC_LOCAL_SLOTS", max(1, os.cpu_count() or 1), 1)),
         )
 

@@ -48,6 +48,8 @@ def run_demo(
         "COSMIC_PROFILE": "local",
         "COSMIC_DATA_ROOT": str(data_root),
         "COSMIC_SETTLE_SECONDS": os.environ.get("COSMIC_SETTLE_SECONDS", "1"),
+        # The watcher launches fresh scans at once; the sensor is the safety net after this grace.
+        "COSMIC_SENSOR_GRACE_S": os.environ.get("COSMIC_SENSOR_GRACE_S", "30"),
     }
     os.environ.update({k: env[k] for k in ("DAGSTER_HOME", "COSMIC_PROFILE", "COSMIC_DATA_ROOT")})
     beamline = data_root / "beamline"
@@ -61,8 +63,9 @@ def run_demo(
 
     services = DagsterServices(env=env, log_dir=home / "logs", port=free_port(port))
     print(f"DAGSTER_HOME={dagster_home}\nbeamline folder: {beamline}")
-    print("starting dagster-daemon and dagster-webserver ...", flush=True)
+    print("starting dagster-daemon, dagster-webserver and the scan watcher ...", flush=True)
     services.start()
+    services.start_watcher()
     print(f"Dagster UI: {services.url}  (logs in {home / 'logs'})", flush=True)
     try:
         return _simulate_and_follow(services, beamline, relpaths, keys, spec, interval_s, timeout_s, keep)

@@ -150,6 +150,67 @@ class DagsterApi:
         )["runOrError"]
         return self._ok(data, "Run")["status"]
 
+    # --- used by the push trigger (cosmic_dagster.watch) -----------------------------------------
+    def claim_partition(self, partitions_def: str, key: str) -> bool:
+        """Add a dynamic partition; True if this call added it, False if it already existed."""
+        data = self.execute(
+            """mutation($repo: RepositorySelector!, $def: String!, $key: String!) {
+              addDynamicPartition(repositorySelector: $repo, partitionsDefName: $def, partitionKey: $key) {
+                __typename ... on PythonError { message } ... on UnauthorizedError { message }
+              }}""",
+            {"repo": _repo(), "def": partitions_def, "key": key},
+        )["addDynamicPartition"]
+        if data["__typename"] == "DuplicateDynamicPartitionError":
+            return False
+        self._ok(data, "AddDynamicPartitionSuccess")
+        return True
+
+    def newest_partition_keys(self, asset: str, limit: int) -> list[str]:
+        """The ``limit`` most recently added partition keys of ``asset``, oldest first."""
+        data = self.execute(
+            """query($k: AssetKeyInput!, $limit: Int!) { assetNodeOrError(assetKey: $k) { __typename
+                ... on AssetNode { partitionKeyConnection(limit: $limit, ascending: false) { results } }
+              } }""",
+            {"k": {"path": [asset]}, "limit": limit},
+        )["assetNodeOrError"]
+        return list(reversed(self._ok(data, "AssetNode")["partitionKeyConnection"]["results"]))
+
+    def launch_scans(self, job: str, keys: Sequence[str], tags: dict[str, str] | None = None) -> str:
+        """One run of ``job`` over ``keys`` (one partition, or a range of keys added contiguously)."""
+        if not keys:
+            raise ValueError("launch_scans needs at least one partition key")
+        if len(keys) == 1:
+            return self.launch_run(job, partition_key=keys[0], tags=tags)
+        range_tags = {
+            "dagster/asset_partition_range_start": keys[0],
+            "dagster/asset_partition_range_end": keys[-1],
+            **(tags or {}),
+        }
+        data = self.execute(
+            """mutation($p: ExecutionParams!) { launchRun(executionParams: $p) {
+                __typename ... on LaunchRunSuccess { run { runId } }
+                ... on PythonError { message } ... on InvalidSubsetError { message }
+                ... on PipelineNotFoundError { message } ... on RunConflict { message }
+              }}""",
+            {
+                "p": {
+                    "selector": {**_repo(), "jobName": job},
+                    "runConfigData": {},
+                    "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in range_tags.items()]},
+                }
+            },
+        )["launchRun"]
+        return self._ok(data, "LaunchRunSuccess")["run"]["runId"]
+
+    def run_ids_with_tags(self, tags: dict[str, str], limit: int = 100) -> list[str]:
+        data = self.execute(
+            """query($f: RunsFilter!, $limit: Int!) { runsOrError(filter: $f, limit: $limit) { __typename
+                ... on Runs { results { runId } } ... on PythonError { message }
+                ... on InvalidPipelineRunsFilterError { message } } }""",
+            {"f": {"tags": [{"key": k, "value": v} for k, v in tags.items()]}, "limit": limit},
+        )["runsOrError"]
+        return [run["runId"] for run in self._ok(data, "Runs")["results"]]
+
 
 def _repo() -> dict[str, str]:
     return {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY}

@@ -42,6 +42,9 @@ class ArrivalsResource(dg.ConfigurableResource):
     beamline_root: str
     recent_days: int = 2
     settle_seconds: float = 2.0
+    # Extra wait before the sensor takes a complete scan: fresh scans are the watcher's
+    # (cosmic-dagster watch); the sensor is the safety net. 0 when no watcher runs.
+    watch_grace_seconds: float = 0.0
     max_scans_per_tick: int = 200
     max_scans_per_run: int = 20
 

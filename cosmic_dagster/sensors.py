@@ -12,6 +12,7 @@ import time
 import dagster as dg
 
 from cosmic_dagster.arrivals import Cursor, discover
+from cosmic_dagster.assets import RAW
 from cosmic_dagster.partitions import scans
 from cosmic_dagster.pipeline import QUARANTINE
 from cosmic_dagster.resources import ArrivalsResource, StateResource
@@ -40,7 +41,7 @@ def build_arrival_sensor(interval_s: int) -> dg.SensorDefinition:
             Cursor.load(context.cursor),
             now=time.time(),
             recent_days=arrivals.recent_days,
-            settle_seconds=arrivals.settle_seconds,
+            settle_seconds=arrivals.settle_seconds + arrivals.watch_grace_seconds,
             max_per_tick=arrivals.max_scans_per_tick,
             accept=arrivals.rejection,
         )
@@ -52,15 +53,17 @@ def build_arrival_sensor(interval_s: int) -> dg.SensorDefinition:
         if not found.arrivals:
             context.update_cursor(found.cursor.dump())
             return dg.SkipReason(f"no new complete scans ({found.pending} settling or waiting)")
-        # A scan submitted by hand (cosmic-dagster submit) already has its partition and run.
+        # A scan launched by the watcher or by hand (cosmic-dagster submit) already has a run.
+        # Only a planned run counts: a partition added by a daemon that died before launching
+        # its run must still be launched now.
         keys = [
             key
             for key in (scan_key(a.relpath) for a in found.arrivals)
-            if not context.instance.has_dynamic_partition(scans.name, key)
+            if context.instance.get_latest_planned_materialization_info(RAW, partition=key) is None
         ]
         if not keys:
             context.update_cursor(found.cursor.dump())
-            return dg.SkipReason("new scans were already registered by hand")
+            return dg.SkipReason("the new scans were already launched (watcher or by hand)")
         size = arrivals.max_scans_per_run
         batches = [keys[i : i + size] for i in range(0, len(keys), size)]
         context.log.info(f"{len(keys)} new scans in {len(batches)} run(s); {found.pending} still pending")

@@ -81,6 +81,13 @@ class DagsterServices:
         bindir = Path(sys.executable).parent
         self._spawn("daemon", [str(bindir / "dagster-daemon"), "run", "-w", str(self.workspace)])
 
+    def start_watcher(self) -> None:
+        """The push trigger (``cosmic-dagster watch``): launches scans as they complete."""
+        self._spawn("watcher", [sys.executable, "-m", "cosmic_dagster.cli", "watch", "--url", self.url])
+
+    def stop_watcher(self) -> None:
+        self._stop("watcher")
+
     def stop_daemon(self, sig: int = signal.SIGTERM, *, group: bool = True) -> None:
         """Stop the daemon; ``group=False`` signals only its main process (a crash, children live on)."""
         self._stop("daemon", sig, group=group)

@@ -132,3 +132,17 @@ def test_a_file_removed_before_its_copy_fails_clearly(defs, beamline, settings):
     assert key in message and "vanished before its copy" in message
     reason = Ledger(settings.state_dir / "ledger.sqlite").get(QUARANTINE, key)
     assert reason["stage"] == "nersc_copy"
+
+
+def test_sensor_relaunches_partitions_whose_run_never_started(settings, beamline):
+    """The daemon died after adding the partitions but before launching (or saving the cursor)."""
+    defs = build_definitions(settings)
+    sensor = defs.resolve_sensor_def("scan_arrival_sensor")
+    instance = dg.DagsterInstance.ephemeral()
+    keys = [scan_key(beamline.scan()) for _ in range(2)]
+    instance.add_dynamic_partitions("scans", keys)  # added, no run, cursor not saved
+    retry = sensor(dg.build_sensor_context(instance=instance, resources=resources_for(settings)))
+    assert retry.dynamic_partitions_requests[0].partition_keys == keys and len(retry.run_requests) == 1
+    assert run_batch(defs, instance, keys).success  # now they have their run (e.g. the watcher's)
+    skipped = sensor(dg.build_sensor_context(instance=instance, resources=resources_for(settings)))
+    assert isinstance(skipped, dg.SkipReason) and "already launched" in str(skipped.skip_message)
