@@ -21,6 +21,7 @@ from pathlib import Path
 from cosmic_dagster.compute.base import JobStatus, SchedulerCompute
 from cosmic_dagster.compute.protocol import JobSpec
 from cosmic_dagster.ledger import Ledger
+from cosmic_dagster.processes import process_start_time
 
 
 class LocalCompute(SchedulerCompute):
@@ -100,17 +101,4 @@ class LocalCompute(SchedulerCompute):
 
 
 def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped by its parent) is not alive.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    return bool(pid) and process_start_time(pid) is not None

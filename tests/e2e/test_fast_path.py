@@ -24,8 +24,9 @@ import pytest
 from dagster_graphql import DagsterGraphQLClient
 
 from cosmic_dagster.config import Settings
-from cosmic_dagster.launcher import PID_TAG, WarmRunLauncher, WorkerRef, process_start_time
+from cosmic_dagster.launcher import PID_TAG, WarmRunLauncher, WorkerRef
 from cosmic_dagster.ledger import Ledger
+from cosmic_dagster.processes import process_start_time
 from cosmic_dagster.scans import scan_key
 from cosmic_dagster.warm_worker import changed_files, user_code_fingerprint
 from tests.e2e.conftest import LiveInstance, start_live_instance
