@@ -7,6 +7,9 @@
 #       -v ./nersc:/nersc:ro cosmic-dagster
 #   docker run -d --name cosmic-web -p 3000:3000 --env-file .env -v cosmic-home:/opt/dagster/home \
 #       cosmic-dagster dagster-webserver -w workspace.yaml -h 0.0.0.0 -p 3000
+#   # beamline side, optional (push trigger; give the daemon the same COSMIC_SENSOR_GRACE_S):
+#   docker run -d --name cosmic-watch -e COSMIC_SENSOR_GRACE_S=30 -v /data/beamline:/beamline:ro \
+#       cosmic-dagster cosmic-dagster watch --root /beamline --url http://cosmic-web:3000
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
