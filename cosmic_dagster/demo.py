@@ -1,7 +1,8 @@
 """``make demo``: a simulated COSMIC beamline through the real Dagster daemon, end to end.
 
-Starts the daemon and webserver on a persistent DAGSTER_HOME (SQLite), writes scans the way the
-beamline does, lets the arrival sensor pick them up, follows every scan through
+Starts the daemon, the webserver and the scan watcher on a persistent DAGSTER_HOME (SQLite),
+writes scans the way the beamline does (``.tmp`` then rename), lets the watcher launch them (the
+arrival sensor is the safety net), follows every scan through
 detected -> registered -> copied -> reconstructed -> checked, then prints a summary table.
 """
 
@@ -70,8 +71,7 @@ def run_demo(
     try:
         return _simulate_and_follow(services, beamline, relpaths, keys, spec, interval_s, timeout_s, keep)
     finally:
-        if not keep:
-            services.stop()
+        services.stop()  # with --keep: once the user interrupts
 
 
 def _simulate_and_follow(
