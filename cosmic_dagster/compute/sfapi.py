@@ -422,10 +422,33 @@ class SfapiCompute(SchedulerCompute):
                 f"submitting job {spec.name}", lambda: self._compute().submit_job(script), patient=False
             )
         except SfapiError as exc:
+            created = self._live_jobs_named(spec.name)  # accepted, but the answer was lost?
+            if created:
+                self._cancel_twins(spec.name, keep=created[-1])
+                return created[-1]
             raise SfapiError(
                 f"{exc}; if the job was created anyway, running again reattaches to it by name"
             ) from None
+        # sfapi-client retries the POST itself on 502/503/504: an attempt NERSC accepted but whose
+        # answer was lost leaves a twin of this job. Keep the one we were told about.
+        self._cancel_twins(spec.name, keep=str(job.jobid))
         return str(job.jobid)
+
+    def _live_jobs_named(self, name: str) -> list[str]:
+        """Ids of this user's pending/running jobs called ``name``, oldest first."""
+        user = self._account()
+        live = self._call(f"listing {user}'s jobs (squeue)", lambda: self._compute().jobs(user=user))
+        statuses = [self._from_squeue(job) for job in live if job.name == name]
+        ids = [s.job_id for s in statuses if not s.terminal and _JOB_ID.fullmatch(s.job_id)]
+        return sorted(ids, key=lambda i: tuple(int(p) for p in i.split("_")))
+
+    def _cancel_twins(self, name: str, *, keep: str) -> None:
+        for job_id in self._live_jobs_named(name):
+            if job_id != keep:
+                log.warning(
+                    "cancelling job %s, a duplicate of %s (%s) from a retried submit", job_id, keep, name
+                )
+                self.cancel(job_id)
 
     def statuses(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         ids = self._check_ids(job_ids)

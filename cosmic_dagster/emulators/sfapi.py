@@ -79,11 +79,15 @@ COMMAND_TIMEOUT_S = 60
 
 @dataclass(frozen=True)
 class HttpFault:
-    """Answer the next ``count`` requests of ``route`` with HTTP ``status`` (nothing is processed)."""
+    """Answer the next ``count`` requests of ``route`` with HTTP ``status``.
+
+    Nothing is processed, unless ``after``: then the request takes effect and only its answer is
+    lost (a gateway timing out after NERSC accepted a job)."""
 
     status: int
     count: int = 1
     route: str = "*"
+    after: bool = False
 
     def __post_init__(self) -> None:
         if not 400 <= self.status <= 599:
@@ -139,11 +143,12 @@ class Faults:
 class _Reply(Exception):
     """Ends request handling with this HTTP status and JSON body."""
 
-    def __init__(self, status: int, body: Any, headers: dict[str, str] | None = None):
+    def __init__(self, status: int, body: Any, headers: dict[str, str] | None = None, after: bool = False):
         super().__init__(status)
         self.status = status
         self.body = body
         self.headers = headers or {}
+        self.after = after  # an injected fault answered after the request took effect
 
 
 _API_ROUTES: list[tuple[str, re.Pattern[str], str]] = [
@@ -297,8 +302,12 @@ class SfapiEmulator:
                 status, reply = 200, self._control(method, split.path, body)
             else:
                 route, params = self._route(method, split.path, query)
-                self._inject_http_fault(route)
+                fault = self._take_http_fault(route)
+                if fault is not None and not fault.after:
+                    raise fault
                 status, reply = 200, self._api(route, params, query, body, handler)
+                if fault is not None:
+                    raise fault
         except _Reply as r:
             status, reply, headers = r.status, r.body, r.headers
         except Exception as exc:
@@ -352,7 +361,8 @@ class SfapiEmulator:
                     return name, params
         raise _Reply(404, {"detail": "Not Found"})
 
-    def _inject_http_fault(self, route: str) -> None:
+    def _take_http_fault(self, route: str) -> _Reply | None:
+        """The error reply of the next injected HTTP fault for ``route``, if any (consumed)."""
         with self._lock:
             faults = list(self._faults.http_errors)
             for i, fault in enumerate(faults):
@@ -366,7 +376,8 @@ class SfapiEmulator:
                         if route == "token"
                         else {"detail": description}
                     )
-                    raise _Reply(fault.status, body, headers)
+                    return _Reply(fault.status, body, headers, after=fault.after)
+        return None
 
     def _api(self, route: str, params: dict[str, str], query: dict, body: bytes, handler: Any) -> Any:
         if route == "token":

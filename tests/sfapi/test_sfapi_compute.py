@@ -141,6 +141,28 @@ def test_bursts_of_5xx_and_429_are_survived_without_duplicates(
     assert statuses.count(503) == 3 and statuses.count(500) == 2 and statuses.count(429) == 2
 
 
+def test_submit_accepted_but_answer_lost_leaves_no_running_duplicate(
+    start_emulator: Callable[..., SfapiEmulator],
+    make_compute: MakeCompute,
+    make_spec: MakeSpec,
+    tmp_path: Path,
+) -> None:
+    # NERSC takes the job, the gateway answers 502, sfapi-client retries the POST: two jobs.
+    emulator = start_emulator(
+        faults=Faults(http_errors=(HttpFault(502, count=1, route="submit", after=True),)),
+        scheduler=SimulatedScheduler(queue_wait_s=2.0, spool_dir=tmp_path / "spool"),
+    )
+    spec = make_spec()
+
+    outcome = make_compute(emulator).run_batch([spec])[spec.name]
+
+    assert outcome.state == "COMPLETED"
+    jobs = emulator.jobs()
+    assert len(jobs) == 2  # the retry really made a twin ...
+    states = sorted(job["state"] for job in jobs)
+    assert states == ["CANCELLED", "COMPLETED"], jobs  # ... and only one of them ran
+
+
 def test_api_down_longer_than_patience_is_a_clear_error(
     start_emulator: Callable[..., SfapiEmulator], make_compute: MakeCompute, make_spec: MakeSpec
 ) -> None:
