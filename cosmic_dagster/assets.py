@@ -19,6 +19,7 @@ from cosmic_dagster.checks import COPY_CHECK, RECON_CHECK, copy_check, reconstru
 from cosmic_dagster.compute.jobscripts import CdtoolsParams, EpieParams, PtychocamParams
 from cosmic_dagster.partitions import scans
 from cosmic_dagster.pipeline import ReconPlan, Reconstruction, ScanPipeline, StageError
+from cosmic_dagster.pools import pool_slot
 from cosmic_dagster.resources import ArrivalsResource, ComputeResource, StateResource, TransferResource
 
 RAW = dg.AssetKey("raw_scan")
@@ -144,7 +145,8 @@ def scan_pipeline(
 
     if COPY in selected:
         todo = [k for k in keys if k not in failed]
-        report, errors = pipeline.copy(todo, label=f"cosmic {context.run_id[:8]}")
+        with pool_slot(context, transfer.pool):
+            report, errors = pipeline.copy(todo, label=f"cosmic {context.run_id[:8]}")
         for key, reason in errors.items():
             failed[key] = f"nersc_copy: {reason}"
             context.log.error(f"copy of scan {key} failed: {reason}")
@@ -178,7 +180,8 @@ def scan_pipeline(
             context.log.info(f"scan {key}: {verb} job {job_id}")
 
         try:
-            results = pipeline.reconstruct(todo, plan, on_submitted=submitted)
+            with pool_slot(context, compute.pool):
+                results = pipeline.reconstruct(todo, plan, on_submitted=submitted)
         except dg.DagsterExecutionInterruptedError as exc:
             # The run was terminated by an operator: its jobs must not run on unattended, and
             # the step must not be retried (a retry would submit them again).

@@ -121,6 +121,44 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy_up(args: argparse.Namespace) -> int:
+    """The production shape without containers, in the foreground until Ctrl-C."""
+    import signal
+    import threading
+
+    from cosmic_dagster.deployment import PostgresSettings, start_deployment
+    from cosmic_dagster.services import free_port
+
+    home = Path(args.home).absolute()
+    pg = PostgresSettings.from_env()
+    print(f"PostgreSQL {pg.user}@{pg.host}:{pg.port}/{pg.db}; DAGSTER_HOME={home / 'dagster_home'}")
+    print("starting the code server (dagster api grpc), dagster-daemon, dagster-webserver ...", flush=True)
+    services = start_deployment(home, port=free_port(args.port), code_port=free_port(args.code_port))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"Dagster UI: {services.url}  (logs in {home / 'logs'}; Ctrl-C stops all)", flush=True)
+    try:
+        while not stop.wait(2.0):
+            services.check_alive()
+    finally:
+        services.stop()
+    return 0
+
+
+def cmd_deploy_pools(args: argparse.Namespace) -> int:
+    """Set the pool limits on the instance of DAGSTER_HOME (also creates/migrates its schema)."""
+    from dagster import DagsterInstance
+
+    from cosmic_dagster.deployment import pool_limits, set_pool_limits
+
+    limits = pool_limits()
+    with DagsterInstance.get() as instance:
+        set_pool_limits(instance, limits)
+    print(json.dumps(limits))
+    return 0
+
+
 # --- watch: the push trigger (cosmic_dagster/watch.py) -------------------------------------------
 def cmd_watch(args: argparse.Namespace) -> int:
     """Register and launch new scans as they complete, until interrupted (SIGINT/SIGTERM)."""
@@ -215,6 +253,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = with_url(sub.add_parser("status", help="partition status of each asset"))
     p.set_defaults(func=cmd_status)
+
+    deploy = sub.add_parser("deploy", help="the production shape: PostgreSQL, code server, daemon, webserver")
+    deploy_sub = deploy.add_subparsers(dest="deploy_command", required=True)
+    p = deploy_sub.add_parser("up", help="start all three processes here (DAGSTER_PG_* name the database)")
+    p.add_argument("--home", default=".deploy", help="DAGSTER_HOME, logs and (default) data go here")
+    p.add_argument("--port", type=int, default=3000, help="webserver port (any free one if taken)")
+    p.add_argument("--code-port", type=int, default=4266, help="code server port (any free one if taken)")
+    p.set_defaults(func=cmd_deploy_up)
+    p = deploy_sub.add_parser("pools", help="set the concurrency pool limits (COSMIC_POOL_LIMITS)")
+    p.set_defaults(func=cmd_deploy_pools)
 
     p = with_url(sub.add_parser("watch", help="register and launch scans as they complete (push trigger)"))
     p.add_argument("--root", help="beamline root (default: COSMIC_BEAMLINE_ROOT or the data root's)")

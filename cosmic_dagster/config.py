@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 PROFILES = ("local", "nersc", "slurm")
 
@@ -40,6 +41,21 @@ def _optional(env: Mapping[str, str], name: str, default: str | None) -> str | N
     return None if raw.lower() == "none" else raw
 
 
+def _url(env: Mapping[str, str], name: str, default: str | None, secret: bool = False) -> str | None:
+    """An http(s) URL setting; a secret one (webhooks embed a token) is never echoed in errors."""
+    raw = env.get(name) or default
+    if raw is None:
+        return None
+    try:
+        parts = urlsplit(raw)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        shown = " (value not shown: it may contain a token)" if secret else f"={raw!r}"
+        raise ConfigError(f"{name}{shown} must be an http:// or https:// URL")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     profile: str
@@ -55,6 +71,8 @@ class Settings:
     sensor_interval_s: int
     sensor_grace_s: float
     local_slots: int
+    ui_url: str  # for links in alerts: {ui_url}/runs/{run_id}
+    alert_webhook_url: str | None = field(repr=False)  # may embed a token: never shown
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -84,6 +102,8 @@ class Settings:
             sensor_interval_s=int(_number(env, "COSMIC_SENSOR_INTERVAL_S", 5, 1)),
             sensor_grace_s=_number(env, "COSMIC_SENSOR_GRACE_S", 0.0, 0),
             local_slots=int(_number(env, "COSMIC_LOCAL_SLOTS", max(1, os.cpu_count() or 1), 1)),
+            ui_url=str(_url(env, "COSMIC_UI_URL", "http://localhost:3000")).rstrip("/"),
+            alert_webhook_url=_url(env, "COSMIC_ALERT_WEBHOOK_URL", None, secret=True),
         )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from cosmic_dagster.alert_sensor import build_alert_sensor
 from cosmic_dagster.assets import RECON, scan_pipeline
 from cosmic_dagster.config import Settings
 from cosmic_dagster.profiles import resources_for
@@ -28,7 +29,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=[scan_pipeline],
         jobs=[scan_job, reconstruction_job],
-        sensors=[build_arrival_sensor(settings.sensor_interval_s)],
+        sensors=[
+            build_arrival_sensor(settings.sensor_interval_s),
+            build_alert_sensor(settings.alert_webhook_url, settings.ui_url),
+        ],
         resources=resources_for(settings),
         executor=dg.in_process_executor,
     )

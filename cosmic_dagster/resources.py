@@ -65,7 +65,9 @@ class ArrivalsResource(dg.ConfigurableResource):
 
 
 class TransferResource(dg.ConfigurableResource):
-    """Base of the copy resources."""
+    """Base of the copy resources; ``pool`` is the concurrency pool held while copying."""
+
+    pool: str = "local-copy"
 
     def adapter(self, ledger: Ledger) -> Transfer:
         raise NotImplementedError
@@ -85,6 +87,7 @@ class GlobusTransferResource(TransferResource):
     endpoints_file: str
     source: str
     destination: str
+    pool: str = "globus"  # Globus runs at most 3 active tasks per user
     poll_interval_s: float = 5.0
     deadline_s: float = 12 * 3600
 
@@ -123,9 +126,10 @@ class GlobusArrivalsResource(ArrivalsResource):
 
 class ComputeResource(dg.ConfigurableResource):
     """Base of the compute resources; also says where jobs write, which python and which
-    Slurm directives they use."""
+    Slurm directives they use, and which concurrency pool (one per machine) submissions hold."""
 
     recon_root: str
+    pool: str = "local-compute"
     python: str = sys.executable
     setup: str = ""
     slurm_account: str | None = None
@@ -158,6 +162,7 @@ class ComputeResource(dg.ConfigurableResource):
 class SlurmComputeResource(ComputeResource):
     """Jobs on the site's own Slurm cluster with sbatch/squeue/sacct (no SFAPI)."""
 
+    pool: str = "slurm-local"
     poll_interval_s: float = 2.0
 
     def adapter(self, ledger: Ledger) -> Compute:
@@ -172,6 +177,7 @@ class SlurmComputeResource(ComputeResource):
 class SfapiComputeResource(ComputeResource):
     """Jobs on Perlmutter through the Superfacility API (credentials from the env)."""
 
+    pool: str = "slurm-perlmutter"
     poll_interval_s: float = 10.0
     max_poll_interval_s: float = 60.0
 

@@ -1,7 +1,8 @@
-"""Starting and stopping the real Dagster daemon and webserver for one DAGSTER_HOME.
+"""Starting and stopping the real Dagster processes for one DAGSTER_HOME.
 
-Used by ``cosmic-dagster demo`` and by the end-to-end tests, so both exercise exactly what an
-operator runs (``dagster-daemon run`` + ``dagster-webserver``), never an in-process shortcut.
+Used by ``cosmic-dagster demo``, ``cosmic-dagster deploy up`` and the end-to-end tests, so all
+exercise exactly what an operator runs (``dagster-daemon run`` + ``dagster-webserver``, and in
+the production shape a separate ``dagster code-server``), never an in-process shortcut.
 """
 
 from __future__ import annotations
@@ -52,13 +53,31 @@ def prepare_home(dagster_home: Path, instance_yaml: Path = PROJECT_ROOT / "dagst
 
 @dataclass
 class DagsterServices:
-    """The daemon and the webserver as child processes with their logs in ``log_dir``."""
+    """The daemon and the webserver as child processes with their logs in ``log_dir``.
+
+    With ``code_server_port`` the code location runs in its own gRPC code server (``dagster api
+    grpc``, which also executes the runs) and the others load it through ``deploy/workspace.yaml``.
+    """
 
     env: Mapping[str, str]
     log_dir: Path
     port: int
-    workspace: Path = PROJECT_ROOT / "workspace.yaml"
+    code_server_port: int | None = None
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.code_server_port is not None:
+            self.env = {
+                **self.env,
+                "COSMIC_CODE_SERVER_HOST": "127.0.0.1",
+                "COSMIC_CODE_SERVER_PORT": str(self.code_server_port),
+            }
+
+    @property
+    def workspace(self) -> Path:
+        if self.code_server_port is None:
+            return PROJECT_ROOT / "workspace.yaml"
+        return PROJECT_ROOT / "deploy" / "workspace.yaml"
 
     @property
     def url(self) -> str:
@@ -81,6 +100,27 @@ class DagsterServices:
         bindir = Path(sys.executable).parent
         self._spawn("daemon", [str(bindir / "dagster-daemon"), "run", "-w", str(self.workspace)])
 
+    def start_code_server(self, timeout_s: float = 120.0) -> None:
+        """Start the code server and wait until it answers gRPC health checks."""
+        if self.code_server_port is None:
+            raise RuntimeError("no code server in this deployment (code_server_port is None)")
+        dagster = str(Path(sys.executable).parent / "dagster")
+        port = str(self.code_server_port)
+        serve = ["api", "grpc", "-h", "127.0.0.1", "-p", port]
+        location = ["-m", "cosmic_dagster.definitions", "--location-name", "cosmic_dagster"]
+        self._spawn("code_server", [dagster, *serve, *location])
+        health = [dagster, "api", "grpc-health-check", "-h", "127.0.0.1", "-p", port]
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.check_alive()
+            if subprocess.run(health, env=dict(self.env), capture_output=True).returncode == 0:
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"code server not healthy on port {port} after {timeout_s:.0f} s")
+
+    def stop_code_server(self, sig: int = signal.SIGTERM, *, group: bool = True) -> None:
+        self._stop("code_server", sig, group=group)
+
     def start_watcher(self) -> None:
         """The push trigger (``cosmic-dagster watch``): launches scans as they complete."""
         self._spawn("watcher", [sys.executable, "-m", "cosmic_dagster.cli", "watch", "--url", self.url])
@@ -102,6 +142,8 @@ class DagsterServices:
 
     def _start(self, timeout_s: float) -> None:
         bindir = Path(sys.executable).parent
+        if self.code_server_port is not None:
+            self.start_code_server(timeout_s)
         self.start_daemon()
         self._spawn(
             "webserver",
@@ -115,12 +157,12 @@ class DagsterServices:
                 str(self.port),
             ],
         )
+        self.wait_webserver(timeout_s)
+
+    def wait_webserver(self, timeout_s: float = 120.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            for name, proc in self.procs.items():
-                if proc.poll() is not None:
-                    tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-2000:]
-                    raise RuntimeError(f"dagster {name} exited with {proc.returncode}:\n{tail}")
+            self.check_alive()
             try:
                 if requests.get(f"{self.url}/server_info", timeout=2).ok:
                     return
@@ -128,6 +170,12 @@ class DagsterServices:
                 pass
             time.sleep(0.5)
         raise TimeoutError(f"webserver not answering on {self.url} after {timeout_s:.0f} s")
+
+    def check_alive(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"dagster {name} exited with {proc.returncode}:\n{tail}")
 
     def _stop(
         self, name: str, sig: int = signal.SIGTERM, timeout_s: float = 20.0, group: bool = True

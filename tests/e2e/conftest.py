@@ -1,7 +1,9 @@
-"""A real Dagster daemon + webserver on a temporary DAGSTER_HOME, shared by a test module."""
+"""A real Dagster daemon + webserver on a temporary DAGSTER_HOME, shared by a test module; and
+the production shape (PostgreSQL, code server, daemon, webserver) on a fresh database."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -13,6 +15,7 @@ import pytest
 from dagster._core.instance.ref import InstanceRef
 
 from cosmic_dagster.config import Settings
+from cosmic_dagster.deployment import PostgresSettings, start_deployment
 from cosmic_dagster.graphql import DagsterApi
 from cosmic_dagster.progress import ScanProgress, scan_progress
 from cosmic_dagster.services import DagsterServices, free_port, prepare_home
@@ -26,6 +29,14 @@ class LiveInstance:
     beamline: Beamline
     instance: dg.DagsterInstance
     env: dict[str, str]
+    pg: PostgresSettings | None = None
+
+    def stop(self) -> None:
+        """Stop the processes; a deployment's database is dropped (one fresh database per test)."""
+        self.services.stop()
+        self.instance.dispose()
+        if self.pg is not None:
+            self.pg.drop_database()
 
     @property
     def api(self) -> DagsterApi:
@@ -70,10 +81,46 @@ def start_live_instance(base: Path, extra_env: dict[str, str] | None = None) -> 
     return LiveInstance(services, settings, Beamline(settings.beamline_root), instance, env)
 
 
+_databases = itertools.count()
+
+
+def postgres_or_skip() -> PostgresSettings:
+    """A fresh database name on the local server; in CI a missing server fails instead of skipping."""
+    db = f"cosmic_test_{os.getpid()}_{next(_databases)}"
+    pg = PostgresSettings.from_env({**os.environ, "DAGSTER_PG_DB": db})
+    try:
+        pg.connect("postgres").close()
+    except Exception as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is required in CI: {exc}")
+        pytest.skip(f"no PostgreSQL server: {exc}")
+    return pg
+
+
+def start_deployed_instance(base: Path, extra_env: dict[str, str] | None = None) -> LiveInstance:
+    """``cosmic-dagster deploy up`` as a test fixture: deploy/dagster.yaml on a fresh database."""
+    pg = postgres_or_skip()
+    env = {
+        **os.environ,
+        **pg.env(),
+        "COSMIC_DATA_ROOT": str(base / "data"),
+        "COSMIC_SETTLE_SECONDS": "0.5",
+        **(extra_env or {}),
+    }
+    services = start_deployment(base, port=free_port(), code_port=free_port(), env=env)
+    os.environ.update(pg.env())  # deploy/dagster.yaml reads them when this process loads it
+    instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(services.env["DAGSTER_HOME"]))
+    settings = Settings.from_env(services.env)
+    settings.beamline_root.mkdir(parents=True, exist_ok=True)
+    return LiveInstance(
+        services, settings, Beamline(settings.beamline_root), instance, dict(services.env), pg
+    )
+
+
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveInstance]:
     instance = start_live_instance(tmp_path_factory.mktemp("live"))
     try:
         yield instance
     finally:
-        instance.services.stop()
+        instance.stop()

@@ -1,0 +1,163 @@
+"""Crash recovery of the production shape (PostgreSQL, code server, daemon, webserver) with the
+``nersc`` profile against the Globus and SFAPI emulators, scans in flight when things break.
+
+Every test asserts the same outcome: every scan ends materialized or clearly failed, no scan is
+lost, no Globus copy or Slurm job is made twice, and the failed ones succeed after one rerun.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from cosmic_dagster.emulators.sfapi_scheduler import SimulatedScheduler
+from cosmic_dagster.scans import scan_key
+from tests.e2e.conftest import LiveInstance, start_deployed_instance
+from tests.e2e.nersc_site import GLOBUS_SECRET, Site, secret_free
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.postgres]
+
+ASSETS = ("raw_scan", "nersc_copy", "reconstruction")
+
+
+@pytest.fixture
+def deployed(tmp_path: Path) -> Iterator[tuple[LiveInstance, Site]]:
+    # Jobs take a few seconds and copies a second, so that crashes land while scans are in flight.
+    scheduler = SimulatedScheduler(queue_wait_s=1.0, min_run_s=4.0, spool_dir=tmp_path / "spool")
+    site = Site(tmp_path, scheduler, task_latency_s=1.0)
+    try:
+        live = start_deployed_instance(tmp_path, site.env)
+    except BaseException:
+        site.stop()
+        raise
+    yield live, site
+    live.stop()
+    site.stop()
+
+
+def jobs_in_flight(site: Site) -> bool:
+    return any(job["state"] in ("PENDING", "RUNNING") for job in site.sfapi.jobs())
+
+
+def run_worker_pids(live: LiveInstance) -> list[int]:
+    """Processes the code server spawned to execute runs (multiprocessing children)."""
+    server = live.services.procs["code_server"].pid
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == server and "spawn_main" in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def settled(live: LiveInstance, keys: list[str], quiet_s: float = 6.0, timeout_s: float = 300.0) -> set[str]:
+    """Wait until every scan is checked or failed and no run is queued or running for ``quiet_s``
+    (a failed run may still be retried); returns the failed scans."""
+    busy = [
+        dg.DagsterRunStatus.QUEUED,
+        dg.DagsterRunStatus.NOT_STARTED,
+        dg.DagsterRunStatus.STARTING,
+        dg.DagsterRunStatus.STARTED,
+        dg.DagsterRunStatus.CANCELING,
+    ]
+    quiet_since: float | None = None
+    failed: set[str] = set()
+
+    def done() -> bool:
+        nonlocal quiet_since, failed
+        statuses = {asset: live.api.partition_statuses(asset) for asset in ASSETS}
+        failed = {k for s in statuses.values() for k in s["failed"]} & set(keys)
+        checked = {k for k, p in live.progress(keys).items() if p.stage == "checked" and p.passed}
+        idle = not live.instance.get_runs(dg.RunsFilter(statuses=busy), limit=1)
+        if not (idle and set(keys) == checked | failed):
+            quiet_since = None
+            return False
+        quiet_since = quiet_since or time.monotonic()
+        return time.monotonic() - quiet_since >= quiet_s
+
+    live.wait_for("every scan checked or failed, no run active", done, timeout_s)
+    return failed
+
+
+def rerun(live: LiveInstance, failed: set[str]) -> None:
+    """One rerun of every failed scan (all three assets: each step is idempotent)."""
+    if failed:
+        live.api.launch_backfill(sorted(failed), list(ASSETS), tags={"cosmic/action": "rerun-failed"})
+    keys = sorted(live.instance.get_dynamic_partitions("scans"))
+    assert settled(live, keys) == set(), "a scan still failed after one rerun"
+
+
+def assert_each_scan_once(site: Site, keys: list[str]) -> None:
+    """One Globus copy and one Slurm job per scan, whatever crashed in between."""
+    tasks = site.globus.tasks()
+    assert len({t["submission_id"] for t in tasks}) == len(tasks)
+    assert sum(t["files"] for t in tasks if t["status"] == "SUCCEEDED") == len(keys), tasks
+    names = [job["name"] for job in site.sfapi.jobs()]
+    assert len(names) == len(set(names)) == len(keys), names
+
+
+def test_daemon_sigkill_then_restart(deployed):
+    live, site = deployed
+    keys = [scan_key(live.beamline.scan()) for _ in range(3)]
+    live.wait_for("jobs in flight", lambda: jobs_in_flight(site))
+    live.services.stop_daemon(signal.SIGKILL)  # the whole daemon, as a container crash would
+    keys += [scan_key(live.beamline.scan()) for _ in range(2)]  # arrive while it is down
+    live.services.start_daemon()
+    rerun(live, settled(live, keys))
+    assert sorted(live.instance.get_dynamic_partitions("scans")) == sorted(keys)
+    assert_each_scan_once(site, keys)
+    secret_free(live, [GLOBUS_SECRET, site.private_pem.splitlines()[1]])
+
+
+def test_run_worker_sigkill_is_retried_and_reattaches(deployed):
+    live, site = deployed
+    keys = [scan_key(live.beamline.scan()) for _ in range(2)]
+    live.wait_for("jobs in flight", lambda: jobs_in_flight(site) and run_worker_pids(live))
+    os.kill(run_worker_pids(live)[0], signal.SIGKILL)
+    rerun(live, settled(live, keys))
+    retries = live.instance.get_runs(dg.RunsFilter(tags={"dagster/retry_number": "1"}))
+    assert retries, "the run whose worker died was not retried"
+    assert_each_scan_once(site, keys)
+
+
+def test_code_server_restart_fails_and_retries_its_runs(deployed):
+    live, site = deployed
+    keys = [scan_key(live.beamline.scan()) for _ in range(2)]
+    live.wait_for("jobs in flight", lambda: jobs_in_flight(site))
+    live.services.stop_code_server(signal.SIGKILL)  # with its run workers, as a container restart
+    live.services.start_code_server()
+    rerun(live, settled(live, keys))
+    retries = live.instance.get_runs(dg.RunsFilter(tags={"dagster/retry_number": "1"}))
+    assert retries, "the runs of the dead code server were not failed and retried"
+    parents = [live.instance.get_run_by_id(r.tags["dagster/parent_run_id"]) for r in retries]
+    assert all(p is not None and p.status == dg.DagsterRunStatus.FAILURE for p in parents)
+    assert_each_scan_once(site, keys)
+
+
+def test_postgres_connections_dropped_mid_flight(deployed):
+    live, site = deployed
+    keys = [scan_key(live.beamline.scan()) for _ in range(3)]
+    live.wait_for("jobs in flight", lambda: jobs_in_flight(site))
+    assert live.pg is not None
+    dropped = 0
+    for _ in range(5):  # what every client sees when PostgreSQL restarts, several times
+        dropped += live.pg.drop_connections()
+        time.sleep(1.0)
+    assert dropped > 0
+    keys += [scan_key(live.beamline.scan())]  # and the deployment still takes new scans
+    rerun(live, settled(live, keys))
+    assert_each_scan_once(site, keys)
+
