@@ -160,4 +160,3 @@ def test_postgres_connections_dropped_mid_flight(deployed):
     keys += [scan_key(live.beamline.scan())]  # and the deployment still takes new scans
     rerun(live, settled(live, keys))
     assert_each_scan_once(site, keys)
-
