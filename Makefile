@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast lint format clean
+.PHONY: install demo deploy-local test test-fast lint format clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ install: $(BIN)/.installed
 ## demo: simulate a beamline, run the real Dagster daemon + webserver, reconstruct every scan
 demo: install
 	$(BIN)/cosmic-dagster demo $(DEMO_ARGS)
+
+## deploy-local: the production shape without containers: PostgreSQL (DAGSTER_PG_*, default
+## postgres@127.0.0.1:5432/cosmic_dagster), code server, daemon, webserver; Ctrl-C stops them
+deploy-local: install
+	$(BIN)/cosmic-dagster deploy up $(DEPLOY_ARGS)
 
 ## test: the whole suite (unit, contract, end-to-end through the real daemon, real Slurm)
 test: install
@@ -35,4 +40,4 @@ format: install
 	$(BIN)/ruff format cosmic_dagster tests benchmarks
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache
+	rm -rf $(VENV) .demo .deploy .pytest_cache test-artifacts

@@ -19,6 +19,7 @@ from cosmic_dagster.scans import ScanPathError, relpath_under_root, scan_key
 
 SCAN_JOB = "scan_job"
 RECON_JOB = "reconstruction_job"
+PIPELINE_ASSETS = ["raw_scan", "nersc_copy", "reconstruction"]
 
 
 def _recon_config(args: argparse.Namespace) -> dict:
@@ -80,15 +81,27 @@ def cmd_recon(args: argparse.Namespace) -> int:
 
 
 def cmd_rerun_failed(args: argparse.Namespace) -> int:
+    """Backfill the failed partitions of an asset, with the stages before it that those scans
+    lack (a scan whose copy failed needs its copy again, not only its reconstruction)."""
     api = DagsterApi(args.url)
     failed = api.partition_statuses(args.asset)["failed"]
     if not failed:
         print(json.dumps({"failed": [], "backfill_id": None}))
         return 0
-    backfill_id = api.launch_backfill(failed, [args.asset], tags={"cosmic/action": "rerun-failed"})
+    stages = PIPELINE_ASSETS[: PIPELINE_ASSETS.index(args.asset) + 1]
+    first = next(
+        (a for a in stages if set(failed) - set(api.partition_statuses(a)["materialized"])), args.asset
+    )
+    assets = stages[stages.index(first) :]
+    backfill_id = api.launch_backfill(failed, assets, tags={"cosmic/action": "rerun-failed"})
     print(
         json.dumps(
-            {"failed": failed, "backfill_id": backfill_id, "backfill": f"{args.url}/runs/b/{backfill_id}"}
+            {
+                "failed": failed,
+                "assets": assets,
+                "backfill_id": backfill_id,
+                "backfill": f"{args.url}/runs/b/{backfill_id}",
+            }
         )
     )
     return 0
@@ -116,7 +129,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     api = DagsterApi(args.url)
-    out = {asset: api.partition_statuses(asset) for asset in ("raw_scan", "nersc_copy", "reconstruction")}
+    out = {asset: api.partition_statuses(asset) for asset in PIPELINE_ASSETS}
     print(json.dumps(out, indent=2))
     return 0
 
@@ -242,13 +255,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_recon)
 
     p = with_url(sub.add_parser("rerun-failed", help="backfill every failed partition of an asset"))
-    p.add_argument("--asset", default="reconstruction")
+    p.add_argument("--asset", default="reconstruction", choices=PIPELINE_ASSETS)
     p.set_defaults(func=cmd_rerun_failed)
 
     p = with_url(sub.add_parser("backfill", help="materialize a range of scans (registration order)"))
     p.add_argument("first")
     p.add_argument("last")
-    p.add_argument("--assets", nargs="+", default=["raw_scan", "nersc_copy", "reconstruction"])
+    p.add_argument("--assets", nargs="+", default=PIPELINE_ASSETS)
     p.set_defaults(func=cmd_backfill)
 
     p = with_url(sub.add_parser("status", help="partition status of each asset"))

@@ -16,10 +16,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from cosmic_dagster import cli
 from cosmic_dagster.emulators.sfapi_scheduler import SimulatedScheduler
 from cosmic_dagster.scans import scan_key
 from tests.e2e.conftest import LiveInstance, start_deployed_instance
 from tests.e2e.nersc_site import GLOBUS_SECRET, Site, secret_free
+from tests.webhook_receiver import TOKEN, Receiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.postgres]
 
@@ -27,12 +29,19 @@ ASSETS = ("raw_scan", "nersc_copy", "reconstruction")
 
 
 @pytest.fixture
-def deployed(tmp_path: Path) -> Iterator[tuple[LiveInstance, Site]]:
+def webhook() -> Iterator[Receiver]:
+    receiver = Receiver()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture
+def deployed(tmp_path: Path, webhook: Receiver) -> Iterator[tuple[LiveInstance, Site]]:
     # Jobs take a few seconds and copies a second, so that crashes land while scans are in flight.
     scheduler = SimulatedScheduler(queue_wait_s=1.0, min_run_s=4.0, spool_dir=tmp_path / "spool")
     site = Site(tmp_path, scheduler, task_latency_s=1.0)
     try:
-        live = start_deployed_instance(tmp_path, site.env)
+        live = start_deployed_instance(tmp_path, {**site.env, "COSMIC_ALERT_WEBHOOK_URL": webhook.url})
     except BaseException:
         site.stop()
         raise
@@ -93,9 +102,9 @@ def settled(live: LiveInstance, keys: list[str], quiet_s: float = 6.0, timeout_s
 
 
 def rerun(live: LiveInstance, failed: set[str]) -> None:
-    """One rerun of every failed scan (all three assets: each step is idempotent)."""
+    """The operator's one action, ``cosmic-dagster rerun-failed``, then every scan is checked."""
     if failed:
-        live.api.launch_backfill(sorted(failed), list(ASSETS), tags={"cosmic/action": "rerun-failed"})
+        assert cli.main(["rerun-failed", "--url", live.services.url]) == 0
     keys = sorted(live.instance.get_dynamic_partitions("scans"))
     assert settled(live, keys) == set(), "a scan still failed after one rerun"
 
@@ -122,7 +131,7 @@ def test_daemon_sigkill_then_restart(deployed):
     secret_free(live, [GLOBUS_SECRET, site.private_pem.splitlines()[1]])
 
 
-def test_run_worker_sigkill_is_retried_and_reattaches(deployed):
+def test_run_worker_sigkill_is_retried_and_reattaches_and_alerts(deployed, webhook):
     live, site = deployed
     keys = [scan_key(live.beamline.scan()) for _ in range(2)]
     live.wait_for("jobs in flight", lambda: jobs_in_flight(site) and run_worker_pids(live))
@@ -131,6 +140,12 @@ def test_run_worker_sigkill_is_retried_and_reattaches(deployed):
     retries = live.instance.get_runs(dg.RunsFilter(tags={"dagster/retry_number": "1"}))
     assert retries, "the run whose worker died was not retried"
     assert_each_scan_once(site, keys)
+    # The daemon's alert sensor posted the crashed run: its scans and a link to it.
+    crashed = retries[0].tags["dagster/parent_run_id"]
+    live.wait_for("the failure alert", lambda: any(a["run_id"] == crashed for a in webhook.delivered), 60)
+    alert = next(a for a in webhook.delivered if a["run_id"] == crashed)
+    assert alert["link"].endswith(f"/runs/{crashed}") and set(alert["scan_range"]) & set(keys)
+    secret_free(live, [GLOBUS_SECRET, site.private_pem.splitlines()[1], TOKEN])
 
 
 def test_code_server_restart_fails_and_retries_its_runs(deployed):
