@@ -33,7 +33,7 @@ from pathlib import Path
 import dagster as dg
 from dagster._core.instance.ref import InstanceRef
 
-from cosmic_dagster.deployment import PostgresSettings, start_deployment
+from cosmic_dagster.deployment import PostgresSettings, pool_limits, start_deployment
 from cosmic_dagster.emulators.sfapi_scheduler import SimulatedScheduler
 from cosmic_dagster.emulators.site import LoopbackSite
 from cosmic_dagster.ptycho.simulate import SimulationSpec, cosmic_relpath, write_scan
@@ -134,7 +134,8 @@ def measure_memory(args: argparse.Namespace, per_run: int) -> tuple[float, float
         try:
             for _ in range(args.scans):
                 dep.scan()
-            expected = min(args.scans, 10 * per_run)  # the run queue admits 10 runs at once
+            # At most 10 runs at once (the run queue), of which 8 hold a slurm-perlmutter slot.
+            expected = min(args.scans, min(10, pool_limits()["slurm-perlmutter"]) * per_run)
             wait(
                 f"{expected} jobs submitted",
                 lambda: len(dep.site.sfapi.jobs()) >= expected,
@@ -148,6 +149,7 @@ def measure_memory(args: argparse.Namespace, per_run: int) -> tuple[float, float
                 if rss > peak[0] * 1024:
                     peak = (rss / 1024, pss / 1024, len(pids))
                 time.sleep(1.0)
+            print(f"{per_run} scan(s) per run: peak RSS {peak[0]:.0f} MB, PSS {peak[1]:.0f} MB", flush=True)
             return peak
         finally:
             dep.close()

@@ -138,6 +138,7 @@ def cmd_deploy_up(args: argparse.Namespace) -> int:
     """The production shape without containers, in the foreground until Ctrl-C."""
     import signal
     import threading
+    import time
 
     from cosmic_dagster.deployment import PostgresSettings, start_deployment
     from cosmic_dagster.services import free_port
@@ -151,9 +152,15 @@ def cmd_deploy_up(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     print(f"Dagster UI: {services.url}  (logs in {home / 'logs'}; Ctrl-C stops all)", flush=True)
+    restarts: list[float] = []
     try:
         while not stop.wait(2.0):
-            services.check_alive()
+            for name in services.restart_exited():
+                restarts = [t for t in restarts if t > time.monotonic() - 300] + [time.monotonic()]
+                print(f"{name} exited; restarted it (see {home / 'logs' / name}.log)", flush=True)
+                if len(restarts) > 5:
+                    print("more than 5 restarts in 5 minutes: stopping everything", file=sys.stderr)
+                    return 1
     finally:
         services.stop()
     return 0

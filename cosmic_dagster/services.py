@@ -7,6 +7,7 @@ the production shape a separate ``dagster code-server``), never an in-process sh
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -112,7 +113,7 @@ class DagsterServices:
         health = [dagster, "api", "grpc-health-check", "-h", "127.0.0.1", "-p", port]
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            self.check_alive()
+            self._check_alive()
             if subprocess.run(health, env=dict(self.env), capture_output=True).returncode == 0:
                 return
             time.sleep(0.5)
@@ -141,28 +142,46 @@ class DagsterServices:
             raise
 
     def _start(self, timeout_s: float) -> None:
-        bindir = Path(sys.executable).parent
         if self.code_server_port is not None:
             self.start_code_server(timeout_s)
         self.start_daemon()
-        self._spawn(
-            "webserver",
-            [
-                str(bindir / "dagster-webserver"),
-                "-w",
-                str(self.workspace),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-            ],
-        )
+        self.start_webserver()
         self.wait_webserver(timeout_s)
+
+    def start_webserver(self) -> None:
+        webserver = str(Path(sys.executable).parent / "dagster-webserver")
+        self._spawn(
+            "webserver", [webserver, "-w", str(self.workspace), "-h", "127.0.0.1", "-p", str(self.port)]
+        )
+
+    def restart_exited(self) -> list[str]:
+        """Start again every process that exited, as a service manager would; returns their names.
+
+        What the process left behind in its process group (a dead code server's run workers) is
+        killed first, as a container restart would: run monitoring then fails and retries those
+        runs, and their steps reattach to their Globus task and Slurm jobs.
+        """
+        starters = {
+            "code_server": self.start_code_server,
+            "daemon": self.start_daemon,
+            "webserver": self.start_webserver,
+            "watcher": self.start_watcher,
+        }
+        restarted = []
+        for name, proc in list(self.procs.items()):
+            if proc.poll() is None:
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            del self.procs[name]
+            starters[name]()
+            restarted.append(name)
+        return restarted
 
     def wait_webserver(self, timeout_s: float = 120.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            self.check_alive()
+            self._check_alive()
             try:
                 if requests.get(f"{self.url}/server_info", timeout=2).ok:
                     return
@@ -171,7 +190,7 @@ class DagsterServices:
             time.sleep(0.5)
         raise TimeoutError(f"webserver not answering on {self.url} after {timeout_s:.0f} s")
 
-    def check_alive(self) -> None:
+    def _check_alive(self) -> None:
         for name, proc in self.procs.items():
             if proc.poll() is not None:
                 tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-2000:]

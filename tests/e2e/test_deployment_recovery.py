@@ -122,9 +122,11 @@ def test_daemon_sigkill_then_restart(deployed):
     live, site = deployed
     keys = [scan_key(live.beamline.scan()) for _ in range(3)]
     live.wait_for("jobs in flight", lambda: jobs_in_flight(site))
-    live.services.stop_daemon(signal.SIGKILL)  # the whole daemon, as a container crash would
+    daemon = live.services.procs["daemon"]
+    os.killpg(daemon.pid, signal.SIGKILL)  # the whole daemon, as a container crash would
+    daemon.wait()
     keys += [scan_key(live.beamline.scan()) for _ in range(2)]  # arrive while it is down
-    live.services.start_daemon()
+    assert live.services.restart_exited() == ["daemon"]  # what `deploy up` does every 2 s
     rerun(live, settled(live, keys))
     assert sorted(live.instance.get_dynamic_partitions("scans")) == sorted(keys)
     assert_each_scan_once(site, keys)
