@@ -10,7 +10,7 @@ queued in the emulated Slurm so that all scans are in flight at once.
   scans have a job; peak of the sum. RSS counts pages shared between processes once per process
   (an upper bound); PSS shares them out (what the processes really cost together). Two batchings
   side by side: the default (``COSMIC_MAX_SCANS_PER_RUN=20``: 3 runs) and one scan per run (the
-  worst case: 10 concurrent runs, the queue's limit, each in its own run worker).
+  worst case: 8 concurrent runs, the queue's limit, each in its own run worker).
 * **Recovery**: with scans flowing, SIGKILL the daemon's whole process group, write a scan while it
   is down, start it again; time from the restart until that scan's run has started (sensor tick,
   launch, run worker up). Median over ``--repeats``.
@@ -134,8 +134,8 @@ def measure_memory(args: argparse.Namespace, per_run: int) -> tuple[float, float
         try:
             for _ in range(args.scans):
                 dep.scan()
-            # At most 10 runs at once (the run queue), of which 8 hold a slurm-perlmutter slot.
-            expected = min(args.scans, min(10, pool_limits()["slurm-perlmutter"]) * per_run)
+            # At most 8 runs at once (deploy/dagster.yaml), each holding a slurm-perlmutter slot.
+            expected = min(args.scans, min(8, pool_limits()["slurm-perlmutter"]) * per_run)
             wait(
                 f"{expected} jobs submitted",
                 lambda: len(dep.site.sfapi.jobs()) >= expected,

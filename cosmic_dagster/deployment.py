@@ -160,6 +160,7 @@ def start_deployment(home: Path, *, port: int, code_port: int, env: Mapping[str,
         **pg.env(),
         "DAGSTER_HOME": str(dagster_home),
         "COSMIC_DATA_ROOT": env.get("COSMIC_DATA_ROOT") or str(home / "data"),
+        "COSMIC_UI_URL": env.get("COSMIC_UI_URL") or f"http://127.0.0.1:{port}",  # alert links
     }
     services = DagsterServices(env=full_env, log_dir=home / "logs", port=port, code_server_port=code_port)
     services.start()

@@ -42,6 +42,12 @@ def see(locator: Locator) -> None:
     expect(locator).to_be_visible(timeout=TIMEOUT_MS)
 
 
+def snap(page: Page, path: Path) -> None:
+    """A screenshot once the page stopped fetching (the navigation, for one, loads late)."""
+    page.wait_for_load_state("networkidle")
+    page.screenshot(path=path)
+
+
 @pytest.fixture(scope="module")
 def artifacts(request: pytest.FixtureRequest) -> Iterator[Path]:
     root = Path(os.environ.get("COSMIC_TEST_ARTIFACTS") or PROJECT_ROOT / "test-artifacts")
@@ -72,7 +78,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     base = tmp_path_factory.mktemp("ui")
     site = Site(base, SimulatedScheduler(queue_wait_s=0.5, spool_dir=base / "spool"))
     try:
-        live = start_deployed_instance(base, site.env)
+        # Scans registered within a second of arriving (default 5 s): a shorter test.
+        live = start_deployed_instance(base, {**site.env, "COSMIC_SENSOR_INTERVAL_S": "1"})
     except BaseException:
         site.stop()
         raise
@@ -117,7 +124,7 @@ def test_asset_graph_shows_the_chain_with_checks_and_partitions(page, deployment
     assert all(boxes)
     xs = [box["x"] for box in boxes if box]
     assert xs == sorted(xs), f"not laid out raw_scan -> nersc_copy -> reconstruction: {xs}"
-    page.screenshot(path=artifacts / "asset-graph.png")
+    snap(page, artifacts / "asset-graph.png")
 
 
 def test_partitions_view_shows_which_scans_failed(page, deployment, artifacts):
@@ -127,14 +134,14 @@ def test_partitions_view_shows_which_scans_failed(page, deployment, artifacts):
     for key in deployment.good:
         see(page.get_by_title(key))
     see(page.get_by_text("failed, and did not materialize this asset."))
-    page.screenshot(path=artifacts / "partitions.png")
+    snap(page, artifacts / "partitions.png")
 
     page.get_by_text("Materialized (3)", exact=True).click()  # the box itself is a hidden <input>
     expect(page.get_by_role("checkbox", name="Materialized (3)")).not_to_be_checked()
     for key in deployment.good:
         expect(page.get_by_title(key)).to_have_count(0, timeout=TIMEOUT_MS)
     see(page.get_by_title(deployment.bad).first)
-    page.screenshot(path=artifacts / "partitions-failed.png")
+    snap(page, artifacts / "partitions-failed.png")
 
 
 def test_reconstruction_metadata_shows_the_job_link_and_the_preview(page, deployment, artifacts):
@@ -147,14 +154,14 @@ def test_reconstruction_metadata_shows_the_job_link_and_the_preview(page, deploy
     job = page.get_by_role("link", name=job_url, exact=True)
     expect(job).to_have_attribute("href", job_url, timeout=TIMEOUT_MS)
     job.scroll_into_view_if_needed()
-    page.screenshot(path=artifacts / "reconstruction-metadata.png")
+    snap(page, artifacts / "reconstruction-metadata.png")
 
     page.get_by_text("[Show Markdown]").click()
     preview = page.get_by_role("dialog").get_by_role("img", name="preview")
     see(preview)
     page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=preview.element_handle())
     assert preview.evaluate("img => img.naturalWidth") == 512  # the PNG decoded, as the job wrote it
-    page.screenshot(path=artifacts / "reconstruction-preview.png")
+    snap(page, artifacts / "reconstruction-preview.png")
 
 
 def test_nersc_copy_metadata_links_the_globus_task(page, deployment, artifacts):
@@ -166,4 +173,4 @@ def test_nersc_copy_metadata_links_the_globus_task(page, deployment, artifacts):
     expect(page.get_by_role("link", name=task_url, exact=True)).to_have_attribute(
         "href", task_url, timeout=TIMEOUT_MS
     )
-    page.screenshot(path=artifacts / "nersc-copy-metadata.png")
+    snap(page, artifacts / "nersc-copy-metadata.png")
