@@ -15,7 +15,7 @@ queued in the emulated Slurm so that all scans are in flight at once.
   is down, start it again; time from the restart until that scan's run has started (sensor tick,
   launch, run worker up). Median over ``--repeats``.
 
-Usage: python benchmarks/deploy_memory.py [--scans 50] [--sample-s 10] [--repeats 3]
+Usage: python benchmarks/deploy_memory.py [--scans 50] [--sample-s 10] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scans", type=int, default=50)
     parser.add_argument("--sample-s", type=float, default=10.0)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
     batched = measure_memory(args, per_run=20)
