@@ -113,6 +113,7 @@ def page(browser: Browser, deployment: Deployment) -> Iterator[Page]:
 
 
 def test_asset_graph_shows_the_chain_with_checks_and_partitions(page, deployment, artifacts):
+    """The lineage an operator reads left to right, each node with its checks and partitions."""
     page.goto("/asset-groups/cosmic")
     nodes = [page.locator("foreignObject").filter(has=page.get_by_text(a, exact=True)) for a in ASSETS]
     for node in nodes:
@@ -128,6 +129,7 @@ def test_asset_graph_shows_the_chain_with_checks_and_partitions(page, deployment
 
 
 def test_partitions_view_shows_which_scans_failed(page, deployment, artifacts):
+    """Where an operator finds the broken scan: its partition, the failed run, and a filter."""
     page.goto(f"/assets/reconstruction?view=partitions&partition={deployment.bad}")
     for status in ("Failed (1)", "Materialized (3)"):  # the filters count the partitions
         expect(page.get_by_role("checkbox", name=status)).to_be_checked(timeout=TIMEOUT_MS)
@@ -140,11 +142,13 @@ def test_partitions_view_shows_which_scans_failed(page, deployment, artifacts):
     expect(page.get_by_role("checkbox", name="Materialized (3)")).not_to_be_checked()
     for key in deployment.good:
         expect(page.get_by_title(key)).to_have_count(0, timeout=TIMEOUT_MS)
+    see(page.get_by_text("1 Partitions Selected"))
     see(page.get_by_title(deployment.bad).first)
     snap(page, artifacts / "partitions-failed.png")
 
 
 def test_reconstruction_metadata_shows_the_job_link_and_the_preview(page, deployment, artifacts):
+    """One scan's reconstruction: its figures, a link to the Slurm job, the preview image."""
     key = deployment.good[0]
     job_url = deployment.live.progress([key])[key].metadata["reconstruction"]["job"]
     assert job_url.startswith("https://iris.nersc.gov/jobs/")
@@ -165,6 +169,7 @@ def test_reconstruction_metadata_shows_the_job_link_and_the_preview(page, deploy
 
 
 def test_nersc_copy_metadata_links_the_globus_task(page, deployment, artifacts):
+    """One scan's copy to NERSC links its Globus task (where a slow transfer is diagnosed)."""
     key = deployment.good[0]
     task_url = deployment.live.progress([key])[key].metadata["nersc_copy"]["globus_task"]
     assert task_url.startswith("https://app.globus.org/activity/")
