@@ -3,7 +3,7 @@ driven by Playwright) against the webserver of a deployment (PostgreSQL, code se
 with the ``nersc`` profile, after three good scans and one broken one went through.
 
 Every test leaves a screenshot of what it checked in the artifacts directory
-(``$COSMIC_TEST_ARTIFACTS/ui``, default ``test-artifacts/ui``), which CI keeps.
+(``$COSMIC_TEST_ARTIFACTS/ui``, default ``test-artifacts/ui``; the run prints the path).
 """
 
 from __future__ import annotations
