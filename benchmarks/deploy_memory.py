@@ -81,13 +81,9 @@ def memory_kb(pid: int) -> tuple[int, int]:
 
 
 def deployment_pids(services: DagsterServices, pg: PostgresSettings) -> set[int]:
-    conn = pg.connect("postgres")
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (pg.db,))
-            backends = {row[0] for row in cur.fetchall()}
-    finally:
-        conn.close()
+    with pg.admin() as cur:
+        cur.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (pg.db,))
+        backends = {row[0] for row in cur.fetchall()}
     return descendants(p.pid for p in services.procs.values()) | backends
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cosmic_dagster.config import ConfigError
 from cosmic_dagster.services import PROJECT_ROOT
@@ -72,40 +74,38 @@ class PostgresSettings:
         conn.autocommit = True
         return conn
 
-    def ensure_database(self) -> bool:
-        """Create the database if it does not exist; True if it was created."""
+    @contextmanager
+    def admin(self) -> Iterator[Any]:
+        """A cursor on the server's ``postgres`` database (for CREATE/DROP DATABASE)."""
         conn = self.connect("postgres")
         try:
             with conn.cursor() as cur:
-                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.db,))
-                if cur.fetchone():
-                    return False
-                cur.execute(f'CREATE DATABASE "{self.db}"')
-                return True
+                yield cur
         finally:
             conn.close()
 
+    def ensure_database(self) -> bool:
+        """Create the database if it does not exist; True if it was created."""
+        with self.admin() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.db,))
+            if cur.fetchone():
+                return False
+            cur.execute(f'CREATE DATABASE "{self.db}"')
+            return True
+
     def drop_database(self) -> None:
-        conn = self.connect("postgres")
-        try:
-            with conn.cursor() as cur:
-                cur.execute(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
-        finally:
-            conn.close()
+        with self.admin() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
 
     def drop_connections(self) -> int:
         """Terminate every session on the database (what a Postgres restart does to clients)."""
-        conn = self.connect("postgres")
-        try:
-            with conn.cursor() as cur:
-                cur.execute(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE datname = %s AND pid <> pg_backend_pid()",
-                    (self.db,),
-                )
-                return int(cur.fetchone()[0])
-        finally:
-            conn.close()
+        with self.admin() as cur:
+            cur.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (self.db,),
+            )
+            return int(cur.fetchone()[0])
 
 
 def pool_limits(env: Mapping[str, str] | None = None) -> dict[str, int]:
