@@ -12,12 +12,15 @@ import os
 import shutil
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cosmic_dagster.config import ConfigError
-from cosmic_dagster.services import PROJECT_ROOT
+from cosmic_dagster.services import PROJECT_ROOT, DagsterServices
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
 
 INSTANCE_YAML = PROJECT_ROOT / "deploy" / "dagster.yaml"
 
@@ -32,8 +35,8 @@ class PostgresSettings:
     host: str
     port: int
     user: str
-    password: str
-    db: str
+    password: str = field(repr=False)  # never printed
+    db: str = "cosmic_dagster"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PostgresSettings:
@@ -61,7 +64,8 @@ class PostgresSettings:
             "DAGSTER_PG_DB": self.db,
         }
 
-    def connect(self, db: str | None = None):  # -> psycopg2 connection
+    def connect(self, db: str | None = None) -> Any:
+        """An autocommit psycopg2 connection (to ``db``, default this settings' database)."""
         import psycopg2
 
         try:
@@ -120,7 +124,7 @@ def pool_limits(env: Mapping[str, str] | None = None) -> dict[str, int]:
     return limits
 
 
-def set_pool_limits(instance, limits: Mapping[str, int]) -> None:  # instance: dg.DagsterInstance
+def set_pool_limits(instance: DagsterInstance, limits: Mapping[str, int]) -> None:
     for name, limit in limits.items():
         instance.event_log_storage.set_concurrency_slots(name, limit)
 
@@ -147,10 +151,10 @@ def prepare_production_home(home: Path, pg: PostgresSettings, limits: Mapping[st
                 os.environ[key] = value
 
 
-def start_deployment(home: Path, *, port: int, code_port: int, env: Mapping[str, str] | None = None):
-    """Prepare ``home`` and start code server, daemon and webserver (returns DagsterServices)."""
-    from cosmic_dagster.services import DagsterServices
-
+def start_deployment(
+    home: Path, *, port: int, code_port: int, env: Mapping[str, str] | None = None
+) -> DagsterServices:
+    """Prepare ``home`` and start the code server, the daemon and the webserver."""
     env = dict(os.environ if env is None else env)
     pg = PostgresSettings.from_env(env)
     dagster_home = home / "dagster_home"
