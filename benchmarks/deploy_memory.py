@@ -31,9 +31,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.instance.ref import InstanceRef
 
-from cosmic_dagster.deployment import PostgresSettings, pool_limits, start_deployment
+from cosmic_dagster.deployment import PostgresSettings, open_instance, pool_limits, start_deployment
 from cosmic_dagster.emulators.sfapi_scheduler import SimulatedScheduler
 from cosmic_dagster.emulators.site import LoopbackSite
 from cosmic_dagster.ptycho.simulate import SimulationSpec, cosmic_relpath, write_scan
@@ -103,8 +102,7 @@ class Deployment:
             **extra_env,
         }
         self.services = start_deployment(base, port=free_port(), code_port=free_port(), env=env)
-        os.environ.update(self.pg.env())
-        self.instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(self.services.env["DAGSTER_HOME"]))
+        self.instance = open_instance(Path(self.services.env["DAGSTER_HOME"]), self.pg)
         self.beamline = base / "data" / "beamline"
         self.number = 0
 

@@ -129,26 +129,35 @@ def set_pool_limits(instance: DagsterInstance, limits: Mapping[str, int]) -> Non
         instance.event_log_storage.set_concurrency_slots(name, limit)
 
 
-def prepare_production_home(home: Path, pg: PostgresSettings, limits: Mapping[str, int]) -> None:
-    """DAGSTER_HOME with deploy/dagster.yaml, the schema created and the pool limits set."""
+def open_instance(dagster_home: Path, pg: PostgresSettings) -> DagsterInstance:
+    """The instance of a production home, from this process (the caller disposes of it).
+
+    deploy/dagster.yaml reads the connection from ``DAGSTER_PG_*`` when the instance is created;
+    they are set only for that moment, so this process's environment is left as it was.
+    """
     from dagster import DagsterInstance
     from dagster._core.instance.ref import InstanceRef
 
-    home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(INSTANCE_YAML, home / "dagster.yaml")
-    pg.ensure_database()
     saved = {k: os.environ.get(k) for k in pg.env()}
-    os.environ.update(pg.env())  # dagster.yaml reads them from the environment
+    os.environ.update(pg.env())
     try:
-        with DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
-            instance.get_runs(limit=1)
-            set_pool_limits(instance, limits)
+        return DagsterInstance.from_ref(InstanceRef.from_dir(str(dagster_home)))
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def prepare_production_home(home: Path, pg: PostgresSettings, limits: Mapping[str, int]) -> None:
+    """DAGSTER_HOME with deploy/dagster.yaml, the schema created and the pool limits set."""
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(INSTANCE_YAML, home / "dagster.yaml")
+    pg.ensure_database()
+    with open_instance(home, pg) as instance:
+        instance.get_runs(limit=1)
+        set_pool_limits(instance, limits)
 
 
 def start_deployment(

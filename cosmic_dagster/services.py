@@ -2,7 +2,7 @@
 
 Used by ``cosmic-dagster demo``, ``cosmic-dagster deploy up`` and the end-to-end tests, so all
 exercise exactly what an operator runs (``dagster-daemon run`` + ``dagster-webserver``, and in
-the production shape a separate ``dagster code-server``), never an in-process shortcut.
+the production shape a separate ``dagster api grpc`` code server), never an in-process shortcut.
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ class DagsterServices:
             self.start_code_server(timeout_s)
         self.start_daemon()
         self.start_webserver()
-        self.wait_webserver(timeout_s)
+        self._wait_webserver(timeout_s)
 
     def start_webserver(self) -> None:
         webserver = str(Path(sys.executable).parent / "dagster-webserver")
@@ -178,7 +178,7 @@ class DagsterServices:
             restarted.append(name)
         return restarted
 
-    def wait_webserver(self, timeout_s: float = 120.0) -> None:
+    def _wait_webserver(self, timeout_s: float = 120.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self._check_alive()

@@ -15,7 +15,7 @@ import pytest
 from dagster._core.instance.ref import InstanceRef
 
 from cosmic_dagster.config import Settings
-from cosmic_dagster.deployment import PostgresSettings, start_deployment
+from cosmic_dagster.deployment import PostgresSettings, open_instance, start_deployment
 from cosmic_dagster.graphql import DagsterApi
 from cosmic_dagster.progress import ScanProgress, scan_progress
 from cosmic_dagster.services import DagsterServices, free_port, prepare_home
@@ -108,8 +108,7 @@ def start_deployed_instance(base: Path, extra_env: dict[str, str] | None = None)
         **(extra_env or {}),
     }
     services = start_deployment(base, port=free_port(), code_port=free_port(), env=env)
-    os.environ.update(pg.env())  # deploy/dagster.yaml reads them when this process loads it
-    instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(services.env["DAGSTER_HOME"]))
+    instance = open_instance(Path(services.env["DAGSTER_HOME"]), pg)
     settings = Settings.from_env(services.env)
     settings.beamline_root.mkdir(parents=True, exist_ok=True)
     return LiveInstance(
