@@ -3,7 +3,7 @@
 #   docker compose build            (or: docker build -t cosmic-dagster .)
 # The code server is `dagster api grpc`, not `dagster code-server start`: deploy/dagster.yaml's
 # run launcher asks the server that started a run whether it still runs it, which that proxy
-# cannot answer for the runs of a previous child (see cosmic_dagster/code_server_launcher.py).
+# cannot answer for the runs of a previous child (see cosmic_dagster/instance/code_server_launcher.py).
 #
 # The base is pinned by exact tag. Add its digest (python:3.11.7-slim-bookworm@sha256:...) when
 # you build: no registry could be reached where this file was written, so none could be looked up.

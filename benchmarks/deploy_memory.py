@@ -32,12 +32,12 @@ from pathlib import Path
 
 import dagster as dg
 
-from cosmic_dagster.deployment import PostgresSettings, open_instance, pool_limits, start_deployment
-from cosmic_dagster.emulators.sfapi_scheduler import SimulatedScheduler
+from cosmic_dagster.cli.deployment import PostgresSettings, open_instance, pool_limits, start_deployment
+from cosmic_dagster.cli.services import DagsterServices, free_port
+from cosmic_dagster.domain.scans import scan_key
+from cosmic_dagster.emulators.sfapi.scheduler import SimulatedScheduler
 from cosmic_dagster.emulators.site import LoopbackSite
 from cosmic_dagster.ptycho.simulate import SimulationSpec, cosmic_relpath, write_scan
-from cosmic_dagster.scans import scan_key
-from cosmic_dagster.services import DagsterServices, free_port
 
 DAY = dt.date.today()
 

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import globus_sdk
 
-from cosmic_dagster.ledger import Ledger
-from cosmic_dagster.transfer.globus import GlobusCredentials, GlobusTransfer, make_transfer_client
+from cosmic_dagster.domain.ledger import Ledger
+from cosmic_dagster.transfer.globus.transfer import GlobusCredentials, GlobusTransfer, make_transfer_client
 from cosmic_dagster.transfer.protocol import TransferItem
 
 SOURCE_ID = "44ae904c-ab64-4145-a8f0-7287de38324d"
@@ -56,7 +56,7 @@ def make_backlog(root: Path, files: int, size: int) -> list[TransferItem]:
 def start_emulator(
     beamline: Path, dest: Path, mbps: float, latency: float
 ) -> tuple[subprocess.Popen[str], str]:
-    cmd = [sys.executable, "-m", "cosmic_dagster.emulators.globus_transfer", "--port", "0"]
+    cmd = [sys.executable, "-m", "cosmic_dagster.emulators.globus.server", "--port", "0"]
     cmd += ["--collection", f"{SOURCE_ID}={beamline}", "--collection", f"{DEST_ID}={dest}"]
     cmd += ["--client", f"{CREDS.client_id}:{CREDS.client_secret}"]
     cmd += ["--bandwidth-mbps", str(mbps), "--task-latency-s", str(latency)]

@@ -41,12 +41,12 @@ import dagster as dg
 import yaml
 from dagster._core.instance.ref import InstanceRef
 
+from cosmic_dagster.cli.services import PROJECT_ROOT, DagsterServices, free_port, prepare_home
 from cosmic_dagster.config import Settings
-from cosmic_dagster.ledger import Ledger
-from cosmic_dagster.progress import scan_progress
+from cosmic_dagster.defs.progress import scan_progress
+from cosmic_dagster.domain.ledger import Ledger
+from cosmic_dagster.domain.scans import scan_key
 from cosmic_dagster.ptycho.simulate import SimulationSpec, cosmic_relpath, write_scan
-from cosmic_dagster.scans import scan_key
-from cosmic_dagster.services import PROJECT_ROOT, DagsterServices, free_port, prepare_home
 
 GRACE_S = "30"
 
@@ -137,7 +137,7 @@ def measure(setup: Setup, args: argparse.Namespace, base: Path) -> Measured:
     try:
         if setup.watcher:
             watcher = subprocess.Popen(
-                [sys.executable, "-m", "cosmic_dagster.cli", "watch", "--url", services.url],
+                [sys.executable, "-m", "cosmic_dagster.cli.main", "watch", "--url", services.url],
                 env=env,
                 stdout=open(base / "logs" / "watch.log", "ab"),  # noqa: SIM115 - owned by the child
                 stderr=subprocess.STDOUT,

@@ -23,7 +23,7 @@ import dagster as dg
 
 from cosmic_dagster.config import Settings
 from cosmic_dagster.definitions import build_definitions
-from cosmic_dagster.profiles import resources_for
+from cosmic_dagster.defs.profiles import resources_for
 
 
 def build_archive(root: Path, n_archived: int, per_day: int = 500) -> None:

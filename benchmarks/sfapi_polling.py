@@ -34,10 +34,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from cosmic_dagster.compute.protocol import JobSpec
-from cosmic_dagster.compute.sfapi import SfapiCompute, SfapiCredentials
-from cosmic_dagster.emulators.sfapi import SfapiEmulator
-from cosmic_dagster.emulators.sfapi_scheduler import SimulatedScheduler
-from cosmic_dagster.ledger import Ledger
+from cosmic_dagster.compute.sfapi.compute import SfapiCompute, SfapiCredentials
+from cosmic_dagster.domain.ledger import Ledger
+from cosmic_dagster.emulators.sfapi.scheduler import SimulatedScheduler
+from cosmic_dagster.emulators.sfapi.server import SfapiEmulator
 
 CLIENT_ID = "benchbenchben"
 STATE_ROUTES = ("squeue", "sacct")

@@ -19,10 +19,10 @@ import time
 import uuid
 from pathlib import Path
 
-from cosmic_dagster.compute import slurm_cli
 from cosmic_dagster.compute.protocol import JobSpec
-from cosmic_dagster.compute.slurm import SlurmCompute
-from cosmic_dagster.ledger import Ledger
+from cosmic_dagster.compute.slurm.compute import SlurmCompute
+from cosmic_dagster.compute.slurm import cli as slurm_cli
+from cosmic_dagster.domain.ledger import Ledger
 
 
 def timed(fn, repeats: int) -> float:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import dagster as dg
 
-from cosmic_dagster.alert_sensor import build_alert_sensor
-from cosmic_dagster.assets import RECON, scan_pipeline
 from cosmic_dagster.config import Settings
-from cosmic_dagster.profiles import resources_for
-from cosmic_dagster.sensors import SCAN_JOB, build_arrival_sensor
+from cosmic_dagster.defs.alert_sensor import build_alert_sensor
+from cosmic_dagster.defs.assets import RECON, scan_pipeline
+from cosmic_dagster.defs.profiles import resources_for
+from cosmic_dagster.defs.sensors import SCAN_JOB, build_arrival_sensor
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:

@@ -3,7 +3,7 @@
 Subclasses only translate to one scheduler (a local process table, ``sbatch``/``squeue``, or
 SFAPI); the idempotency rules live here:
 
-* the job id goes into the :class:`~cosmic_dagster.ledger.Ledger` the moment it exists;
+* the job id goes into the :class:`~cosmic_dagster.domain.ledger.Ledger` the moment it exists;
 * before submitting, the ledger and then the scheduler (by job name) are asked for the job;
   a live or completed one is reattached, a failed one is superseded by one new submission;
 * a job not yet visible right after submission (SFAPI's "Job not found") is waited for during a
@@ -24,7 +24,7 @@ from cosmic_dagster.compute.protocol import (
     JobOutcome,
     JobSpec,
 )
-from cosmic_dagster.ledger import Ledger
+from cosmic_dagster.domain.ledger import Ledger
 
 LEDGER_KIND = "job"
 

@@ -1,1 +1,2 @@
-"""Loopback emulators of external services (Globus Transfer/Auth), for tests, demos and benchmarks."""
+"""Loopback emulators of external services (Globus, NERSC SFAPI) for tests, demos and benchmarks.
+They follow the wire contracts in the reference notes and import no adapter code."""

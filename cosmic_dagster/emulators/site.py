@@ -14,8 +14,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from cosmic_dagster.emulators.globus_transfer import EmulatorServer
-from cosmic_dagster.emulators.sfapi import SfapiEmulator
+from cosmic_dagster.emulators.globus.server import EmulatorServer
+from cosmic_dagster.emulators.sfapi.server import SfapiEmulator
 
 BEAMLINE_ID = "44ae904c-ab64-4145-a8f0-7287de38324d"
 NERSC_ID = "df82346e-9a15-11ea-b3c4-0ae144191ee3"

@@ -13,8 +13,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from cosmic_dagster.checksums import sha256_file
-from cosmic_dagster.scans import ScanPathError, resolve_under_root
+from cosmic_dagster.domain.checksums import sha256_file
+from cosmic_dagster.domain.scans import ScanPathError, resolve_under_root
 from cosmic_dagster.transfer.protocol import BatchReport, CopyOutcome, TransferItem
 
 

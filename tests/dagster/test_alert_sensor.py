@@ -17,11 +17,11 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from cosmic_dagster.alert_sensor import ALERT_SENSOR
-from cosmic_dagster.alerts import AlertDeliveryError
 from cosmic_dagster.config import Settings
 from cosmic_dagster.definitions import build_definitions
-from cosmic_dagster.scans import scan_key
+from cosmic_dagster.defs.alert_sensor import ALERT_SENSOR
+from cosmic_dagster.domain.alerts import AlertDeliveryError
+from cosmic_dagster.domain.scans import scan_key
 from tests.webhook_receiver import TOKEN, Receiver
 
 UI = "http://cosmic.test:3000"

@@ -9,8 +9,8 @@ import dagster as dg
 import pytest
 
 from cosmic_dagster.definitions import build_definitions
-from cosmic_dagster.progress import scan_progress
-from cosmic_dagster.scans import scan_key
+from cosmic_dagster.defs.progress import scan_progress
+from cosmic_dagster.domain.scans import scan_key
 from tests.dagster.test_scan_pipeline import run_batch
 
 

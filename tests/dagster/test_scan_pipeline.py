@@ -6,11 +6,11 @@ import dagster as dg
 import pytest
 
 from cosmic_dagster.definitions import build_definitions
-from cosmic_dagster.ledger import Ledger
-from cosmic_dagster.pipeline import QUARANTINE
-from cosmic_dagster.profiles import resources_for
-from cosmic_dagster.progress import scan_progress
-from cosmic_dagster.scans import scan_key
+from cosmic_dagster.defs.profiles import resources_for
+from cosmic_dagster.defs.progress import scan_progress
+from cosmic_dagster.domain.ledger import Ledger
+from cosmic_dagster.domain.scans import scan_key
+from cosmic_dagster.pipeline.stages import QUARANTINE
 
 
 def run_batch(defs, instance, keys, job="scan_job", run_config=None):

@@ -14,11 +14,11 @@ import dagster as dg
 import pytest
 from dagster._core.instance.ref import InstanceRef
 
+from cosmic_dagster.cli.dagster_api import DagsterApi
+from cosmic_dagster.cli.deployment import PostgresSettings, open_instance, start_deployment
+from cosmic_dagster.cli.services import DagsterServices, free_port, prepare_home
 from cosmic_dagster.config import Settings
-from cosmic_dagster.deployment import PostgresSettings, open_instance, start_deployment
-from cosmic_dagster.graphql import DagsterApi
-from cosmic_dagster.progress import ScanProgress, scan_progress
-from cosmic_dagster.services import DagsterServices, free_port, prepare_home
+from cosmic_dagster.defs.progress import ScanProgress, scan_progress
 from tests.conftest import Beamline
 
 

@@ -7,9 +7,9 @@ import signal
 import dagster as dg
 import pytest
 
-from cosmic_dagster.ledger import Ledger
-from cosmic_dagster.pipeline import QUARANTINE
-from cosmic_dagster.scans import scan_key
+from cosmic_dagster.domain.ledger import Ledger
+from cosmic_dagster.domain.scans import scan_key
+from cosmic_dagster.pipeline.stages import QUARANTINE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -17,8 +17,8 @@ import dagster as dg
 import pytest
 
 from cosmic_dagster import cli
-from cosmic_dagster.emulators.sfapi_scheduler import SimulatedScheduler
-from cosmic_dagster.scans import scan_key
+from cosmic_dagster.domain.scans import scan_key
+from cosmic_dagster.emulators.sfapi.scheduler import SimulatedScheduler
 from tests.e2e.conftest import LiveInstance, start_deployed_instance
 from tests.e2e.nersc_site import GLOBUS_SECRET, Site, secret_free
 from tests.webhook_receiver import TOKEN, Receiver

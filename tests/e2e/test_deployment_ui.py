@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
-from cosmic_dagster.emulators.sfapi_scheduler import SimulatedScheduler
-from cosmic_dagster.scans import scan_key
-from cosmic_dagster.services import PROJECT_ROOT
+from cosmic_dagster.cli.services import PROJECT_ROOT
+from cosmic_dagster.domain.scans import scan_key
+from cosmic_dagster.emulators.sfapi.scheduler import SimulatedScheduler
 from tests.e2e.conftest import LiveInstance, start_deployed_instance
 from tests.e2e.nersc_site import Site
 

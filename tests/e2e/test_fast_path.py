@@ -24,11 +24,11 @@ import pytest
 from dagster_graphql import DagsterGraphQLClient
 
 from cosmic_dagster.config import Settings
-from cosmic_dagster.launcher import PID_TAG, WarmRunLauncher, WorkerRef
-from cosmic_dagster.ledger import Ledger
-from cosmic_dagster.processes import process_start_time
-from cosmic_dagster.scans import scan_key
-from cosmic_dagster.warm_worker import changed_files, user_code_fingerprint
+from cosmic_dagster.domain.ledger import Ledger
+from cosmic_dagster.domain.processes import process_start_time
+from cosmic_dagster.domain.scans import scan_key
+from cosmic_dagster.instance.warm_launcher import PID_TAG, WarmRunLauncher, WorkerRef
+from cosmic_dagster.instance.warm_worker import changed_files, user_code_fingerprint
 from tests.e2e.conftest import LiveInstance, start_live_instance
 
 GRACE_S = 12  # the sensor leaves a scan to the watcher this long (kept short for the test)
@@ -148,7 +148,7 @@ def run_status(live: LiveInstance, run_id: str) -> dg.DagsterRunStatus:
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_fresh_scans_go_through_the_watcher_and_missed_ones_through_the_sensor(fast):
-    # Without it the sensor races the watcher for fresh scans (see cosmic_dagster/watch.py).
+    # Without it the sensor races the watcher for fresh scans (see cosmic_dagster/cli/watch.py).
     assert "sensor_grace_s" in Settings.__dataclass_fields__, "the sensor ignores COSMIC_SENSOR_GRACE_S"
     live, bl = fast.live, fast.live.beamline
     first = scan_key(bl.scan())

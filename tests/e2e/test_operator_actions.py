@@ -9,16 +9,16 @@ import sys
 import dagster as dg
 import pytest
 
-from cosmic_dagster.compute.local import LocalCompute
-from cosmic_dagster.ledger import Ledger
-from cosmic_dagster.scans import scan_key
+from cosmic_dagster.compute.local.compute import LocalCompute
+from cosmic_dagster.domain.ledger import Ledger
+from cosmic_dagster.domain.scans import scan_key
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def cli(live, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
-        [sys.executable, "-m", "cosmic_dagster.cli", *args, "--url", live.services.url],
+        [sys.executable, "-m", "cosmic_dagster.cli.main", *args, "--url", live.services.url],
         env=live.env,
         capture_output=True,
         text=True,

@@ -13,10 +13,10 @@ import globus_sdk
 import pytest
 from globus_sdk.transport import RetryConfig
 
-from cosmic_dagster.emulators.globus_transfer import EmulatorServer
-from cosmic_dagster.ledger import Ledger
-from cosmic_dagster.scans import scan_key
-from cosmic_dagster.transfer.globus import GlobusCredentials, GlobusTransfer, make_transfer_client
+from cosmic_dagster.domain.ledger import Ledger
+from cosmic_dagster.domain.scans import scan_key
+from cosmic_dagster.emulators.globus.server import EmulatorServer
+from cosmic_dagster.transfer.globus.transfer import GlobusCredentials, GlobusTransfer, make_transfer_client
 from cosmic_dagster.transfer.protocol import TransferItem
 
 BEAMLINE_ID = "44ae904c-ab64-4145-a8f0-7287de38324d"
@@ -139,7 +139,7 @@ def start_emulator_process(beamline: Path, *args: str, port: int = 0) -> tuple[s
     cmd = [
         sys.executable,
         "-m",
-        "cosmic_dagster.emulators.globus_transfer",
+        "cosmic_dagster.emulators.globus.server",
         "--port",
         str(port),
         "--collection",

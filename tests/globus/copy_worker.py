@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 import sys
 
-from cosmic_dagster.ledger import Ledger
-from cosmic_dagster.transfer.globus import GlobusCredentials, GlobusTransfer
+from cosmic_dagster.domain.ledger import Ledger
+from cosmic_dagster.transfer.globus.transfer import GlobusCredentials, GlobusTransfer
 from cosmic_dagster.transfer.protocol import TransferItem
 
 if __name__ == "__main__":

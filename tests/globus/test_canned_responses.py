@@ -11,8 +11,8 @@ import pytest
 import responses
 from globus_sdk.testing import get_last_request, load_response
 
-from cosmic_dagster.ledger import Ledger
-from cosmic_dagster.transfer.globus import GlobusCredentials, GlobusTransfer
+from cosmic_dagster.domain.ledger import Ledger
+from cosmic_dagster.transfer.globus.transfer import GlobusCredentials, GlobusTransfer
 from cosmic_dagster.transfer.protocol import TransferError
 
 from .conftest import FAST_RETRIES, make_scan, scan_relpath

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from cosmic_dagster.endpoints import (
+from cosmic_dagster.transfer.globus.endpoints import (
     Endpoint,
     EndpointConfigError,
     get_endpoint,
     load_endpoint,
     load_endpoints,
 )
-from cosmic_dagster.transfer.globus import GlobusCredentials, GlobusCredentialsError
+from cosmic_dagster.transfer.globus.transfer import GlobusCredentials, GlobusCredentialsError
 
 UUID = "44ae904c-ab64-4145-a8f0-7287de38324d"
 OLD_CONFIG = """

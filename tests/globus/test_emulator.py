@@ -14,9 +14,9 @@ import globus_sdk
 import pytest
 from globus_sdk.transport import RetryConfig
 
-from cosmic_dagster.emulators.globus_faults import FaultSpecError, parse_rule
-from cosmic_dagster.emulators.globus_transfer import EmulatorServer
-from cosmic_dagster.transfer.globus import GlobusCredentials, make_transfer_client
+from cosmic_dagster.emulators.globus.faults import FaultSpecError, parse_rule
+from cosmic_dagster.emulators.globus.server import EmulatorServer
+from cosmic_dagster.transfer.globus.transfer import GlobusCredentials, make_transfer_client
 
 from .conftest import (
     BEAMLINE_ID,

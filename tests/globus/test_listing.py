@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from cosmic_dagster.arrivals import Cursor, discover
-from cosmic_dagster.emulators.globus_transfer import EmulatorServer
-from cosmic_dagster.transfer.globus import GlobusCredentials
-from cosmic_dagster.transfer.globus_listing import GlobusLister
+from cosmic_dagster.domain.arrivals import Cursor, discover
+from cosmic_dagster.emulators.globus.server import EmulatorServer
+from cosmic_dagster.transfer.globus.listing import GlobusLister
+from cosmic_dagster.transfer.globus.transfer import GlobusCredentials
 from cosmic_dagster.transfer.protocol import TransferError
 
 from .conftest import FAST_RETRIES, make_scan, scan_relpath

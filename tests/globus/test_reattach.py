@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from cosmic_dagster.emulators.globus_transfer import EmulatorServer
-from cosmic_dagster.ledger import Ledger
-from cosmic_dagster.transfer.globus import LEDGER_KIND
+from cosmic_dagster.domain.ledger import Ledger
+from cosmic_dagster.emulators.globus.server import EmulatorServer
+from cosmic_dagster.transfer.globus.transfer import LEDGER_KIND
 from cosmic_dagster.transfer.protocol import BatchReport
 
 from .conftest import (

@@ -18,10 +18,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sfapi_client import Client
 
 from cosmic_dagster.compute.protocol import JobSpec
-from cosmic_dagster.compute.sfapi import SfapiCompute, SfapiCredentials
-from cosmic_dagster.emulators.sfapi import Faults, SfapiEmulator
-from cosmic_dagster.emulators.sfapi_scheduler import Scheduler, SimulatedScheduler
-from cosmic_dagster.ledger import Ledger
+from cosmic_dagster.compute.sfapi.compute import SfapiCompute, SfapiCredentials
+from cosmic_dagster.domain.ledger import Ledger
+from cosmic_dagster.emulators.sfapi.scheduler import Scheduler, SimulatedScheduler
+from cosmic_dagster.emulators.sfapi.server import Faults, SfapiEmulator
 
 CLIENT_ID = "abcdefghijklm"
 

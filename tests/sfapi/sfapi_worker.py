@@ -11,8 +11,8 @@ import sys
 from dataclasses import asdict
 
 from cosmic_dagster.compute.protocol import JobSpec
-from cosmic_dagster.compute.sfapi import SfapiCompute
-from cosmic_dagster.ledger import Ledger
+from cosmic_dagster.compute.sfapi.compute import SfapiCompute
+from cosmic_dagster.domain.ledger import Ledger
 
 
 def main(ledger_path: str, spec_json: str) -> None:

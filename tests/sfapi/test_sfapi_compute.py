@@ -13,10 +13,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from cosmic_dagster.compute.protocol import ComputeUnavailable, JobSpec
-from cosmic_dagster.compute.sfapi import SfapiCompute, SfapiError
-from cosmic_dagster.emulators.sfapi import Faults, HttpFault, SfapiEmulator
-from cosmic_dagster.emulators.sfapi_scheduler import JobFault, SimulatedScheduler
-from cosmic_dagster.ledger import Ledger
+from cosmic_dagster.compute.sfapi.compute import SfapiCompute, SfapiError
+from cosmic_dagster.domain.ledger import Ledger
+from cosmic_dagster.emulators.sfapi.scheduler import JobFault, SimulatedScheduler
+from cosmic_dagster.emulators.sfapi.server import Faults, HttpFault, SfapiEmulator
 
 MakeCompute = Callable[..., SfapiCompute]
 MakeSpec = Callable[..., JobSpec]

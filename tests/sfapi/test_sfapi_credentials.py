@@ -7,9 +7,14 @@ from pathlib import Path
 import pytest
 
 from cosmic_dagster.compute.protocol import JobSpec
-from cosmic_dagster.compute.sfapi import SfapiCompute, SfapiCredentials, sbatch_directives, sfapi_script
+from cosmic_dagster.compute.sfapi.compute import (
+    SfapiCompute,
+    SfapiCredentials,
+    sbatch_directives,
+    sfapi_script,
+)
 from cosmic_dagster.config import ConfigError
-from cosmic_dagster.ledger import Ledger
+from cosmic_dagster.domain.ledger import Ledger
 
 CLIENT_ID = "abcdefghijklm"  # the id the emulator fixtures register (tests/sfapi/conftest.py)
 

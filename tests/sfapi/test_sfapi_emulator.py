@@ -19,12 +19,12 @@ from sfapi_client import Client, SfApiError
 from sfapi_client.compute import Machine
 from sfapi_client.jobs import JobState
 
-from cosmic_dagster.emulators.sfapi import Faults, SfapiEmulator
-from cosmic_dagster.emulators.sfapi_auth import JWT_BEARER
-from cosmic_dagster.emulators.sfapi_scheduler import SimulatedScheduler, parse_time_limit
+from cosmic_dagster.emulators.sfapi.auth import JWT_BEARER
+from cosmic_dagster.emulators.sfapi.scheduler import SimulatedScheduler, parse_time_limit
+from cosmic_dagster.emulators.sfapi.server import Faults, SfapiEmulator
 
 CLIENT_ID = "abcdefghijklm"  # registered by the fixtures in conftest.py
-EMULATOR_CLI = [sys.executable, "-m", "cosmic_dagster.emulators.sfapi", "--client-id", CLIENT_ID]
+EMULATOR_CLI = [sys.executable, "-m", "cosmic_dagster.emulators.sfapi.server", "--client-id", CLIENT_ID]
 SCRIPT = "#!/bin/bash\n#SBATCH --job-name=wire\n#SBATCH --output={out}\necho hello from $SLURM_JOB_ID\n"
 
 

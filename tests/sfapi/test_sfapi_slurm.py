@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from cosmic_dagster.compute.protocol import JobSpec
-from cosmic_dagster.compute.sfapi import SfapiCompute
-from cosmic_dagster.emulators.sfapi import SfapiEmulator
-from cosmic_dagster.emulators.sfapi_scheduler import SlurmScheduler
+from cosmic_dagster.compute.sfapi.compute import SfapiCompute
+from cosmic_dagster.emulators.sfapi.scheduler import SlurmScheduler
+from cosmic_dagster.emulators.sfapi.server import SfapiEmulator
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

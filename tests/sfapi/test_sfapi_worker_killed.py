@@ -15,8 +15,8 @@ import pytest
 
 from cosmic_dagster.compute.base import LEDGER_KIND
 from cosmic_dagster.compute.protocol import JobSpec
-from cosmic_dagster.emulators.sfapi import SfapiEmulator
-from cosmic_dagster.ledger import Ledger
+from cosmic_dagster.domain.ledger import Ledger
+from cosmic_dagster.emulators.sfapi.server import SfapiEmulator
 
 WORKER = Path(__file__).with_name("sfapi_worker.py")
 

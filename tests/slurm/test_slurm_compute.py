@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from cosmic_dagster.compute import slurm_cli
 from cosmic_dagster.compute.base import LEDGER_KIND
-from cosmic_dagster.compute.jobscripts import EpieParams, SlurmDirectives, job_name, render_script
+from cosmic_dagster.compute.jobscript import EpieParams, SlurmDirectives, job_name, render_script
 from cosmic_dagster.compute.protocol import ComputeUnavailable, JobSpec
-from cosmic_dagster.compute.slurm import SlurmCompute
-from cosmic_dagster.ledger import Ledger
+from cosmic_dagster.compute.slurm.compute import SlurmCompute
+from cosmic_dagster.compute.slurm import cli as slurm_cli
+from cosmic_dagster.domain.ledger import Ledger
 from cosmic_dagster.ptycho.simulate import SimulationSpec, write_scan
 
 pytestmark = pytest.mark.slurm
@@ -123,8 +123,8 @@ def test_time_limit_gives_timeout(slurm_cluster, tmp_path, unique):
 _WORKER = """
 import sys
 from cosmic_dagster.compute.protocol import JobSpec
-from cosmic_dagster.compute.slurm import SlurmCompute
-from cosmic_dagster.ledger import Ledger
+from cosmic_dagster.compute.slurm.compute import SlurmCompute
+from cosmic_dagster.domain.ledger import Ledger
 ledger, name, script, workdir = sys.argv[1:5]
 SlurmCompute(Ledger(ledger), poll_interval_s=0.5).run_batch([JobSpec(name, script, workdir)])
 """

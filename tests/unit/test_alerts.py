@@ -6,7 +6,8 @@ import pytest
 import requests
 import responses
 
-from cosmic_dagster.alerts import (
+from cosmic_dagster.config import ConfigError, Settings
+from cosmic_dagster.domain.alerts import (
     MAX_ERROR_CHARS,
     AlertDeliveryError,
     FailedRun,
@@ -15,7 +16,6 @@ from cosmic_dagster.alerts import (
     post_alert,
     run_scans,
 )
-from cosmic_dagster.config import ConfigError, Settings
 
 UI = "http://cosmic.example:3000/"
 HOOK = "https://hooks.example.org/services/T000/B000/s3cr3tT0ken"

@@ -1,7 +1,7 @@
 import os
 import time
 
-from cosmic_dagster.arrivals import Cursor, DirectoryLister, discover, recent_day_folders
+from cosmic_dagster.domain.arrivals import Cursor, DirectoryLister, discover, recent_day_folders
 
 
 def touch(root, relpath, age=60.0, data=b"x"):

@@ -2,8 +2,8 @@
 
 import pytest
 
+from cosmic_dagster.cli.deployment import DEFAULT_POOLS, PostgresSettings, pool_limits
 from cosmic_dagster.config import ConfigError
-from cosmic_dagster.deployment import DEFAULT_POOLS, PostgresSettings, pool_limits
 
 
 def test_postgres_defaults_are_the_local_server():

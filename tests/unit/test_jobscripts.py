@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from cosmic_dagster.compute.jobscripts import (
+from cosmic_dagster.compute.jobscript import (
     DEFAULT_PTYCHOCAM_WRAPPER,
     CdtoolsParams,
     EpieParams,
@@ -246,7 +246,7 @@ def test_job_name_differs_between_deployments_writing_elsewhere():
 def test_params_digest_is_stable_across_processes():
     """The digest must not depend on hash randomisation: a rerun in a new process finds its job."""
     code = (
-        "from cosmic_dagster.compute.jobscripts import EpieParams, params_digest;"
+        "from cosmic_dagster.compute.jobscript import EpieParams, params_digest;"
         "print(params_digest(EpieParams(iterations=7)))"
     )
     digests = {

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from cosmic_dagster.compute.local import LocalCompute
+from cosmic_dagster.compute.local.compute import LocalCompute
 from cosmic_dagster.compute.protocol import JobSpec
-from cosmic_dagster.ledger import Ledger
+from cosmic_dagster.domain.ledger import Ledger
 
 
 def script(body: str) -> str:
@@ -51,9 +51,9 @@ def test_completed_job_is_reattached_and_failed_one_superseded(compute, tmp_path
 
 def test_waiter_killed_mid_wait_reattaches_without_duplicate(tmp_path):
     code = textwrap.dedent(f"""
-        from cosmic_dagster.compute.local import LocalCompute
+        from cosmic_dagster.compute.local.compute import LocalCompute
         from cosmic_dagster.compute.protocol import JobSpec
-        from cosmic_dagster.ledger import Ledger
+        from cosmic_dagster.domain.ledger import Ledger
         c = LocalCompute({str(tmp_path / "jobs")!r}, Ledger({str(tmp_path / "ledger.sqlite")!r}), slots=1,
                          poll_interval_s=0.1)
         c.run_batch([JobSpec(name="long", script="#!/bin/bash\\necho start >> runs.txt; sleep 3\\n",

@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from cosmic_dagster.scans import (
+from cosmic_dagster.domain.scans import (
     KEY_CHARS,
     ScanPathError,
     normalize_relpath,

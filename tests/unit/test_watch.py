@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from cosmic_dagster.arrivals import DirectoryLister
-from cosmic_dagster.watch import (
+from cosmic_dagster.cli.watch import (
     SEGMENT_TAG,
     Watcher,
     WatchState,
     contiguous_segments,
     sensor_grace_from_env,
 )
+from cosmic_dagster.domain.arrivals import DirectoryLister
 
 DAY = "2026/11/261124"
 SETTLE, GRACE = 2.0, 30.0

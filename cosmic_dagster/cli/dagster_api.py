@@ -1,0 +1,216 @@
+"""A small client for the Dagster webserver's GraphQL API (what the CLI and beamline use).
+
+Only the operations the operators need: register a scan and launch its run, find failed
+partitions, launch backfills, follow a run. Errors come back as :class:`GraphQLError` with the
+server's message, never as a raw response dump.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import requests
+
+LOCATION = "cosmic_dagster"
+REPOSITORY = "__repository__"
+
+
+class GraphQLError(RuntimeError):
+    pass
+
+
+class DagsterApi:
+    def __init__(self, url: str = "http://127.0.0.1:3000", timeout_s: float = 30.0):
+        self.url = url.rstrip("/") + "/graphql"
+        self.timeout_s = timeout_s
+
+    def execute(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        try:
+            response = requests.post(
+                self.url, json={"query": query, "variables": variables or {}}, timeout=self.timeout_s
+            )
+        except requests.RequestException as exc:
+            raise GraphQLError(f"cannot reach the Dagster webserver at {self.url}: {exc}") from None
+        if response.status_code != 200:
+            raise GraphQLError(f"{self.url} answered HTTP {response.status_code}: {response.text[:300]}")
+        body = response.json()
+        if body.get("errors"):
+            raise GraphQLError("; ".join(e.get("message", str(e)) for e in body["errors"]))
+        return body["data"]
+
+    @staticmethod
+    def _ok(result: dict[str, Any], success: str) -> dict[str, Any]:
+        if result.get("__typename") != success:
+            message = result.get("message") or result.get("__typename")
+            raise GraphQLError(f"{result.get('__typename')}: {message}")
+        return result
+
+    def add_partition(self, partitions_def: str, key: str) -> None:
+        data = self.execute(
+            """mutation($repo: RepositorySelector!, $def: String!, $key: String!) {
+              addDynamicPartition(repositorySelector: $repo, partitionsDefName: $def, partitionKey: $key) {
+                __typename ... on PythonError { message } ... on UnauthorizedError { message }
+                ... on DuplicateDynamicPartitionError { partitionName }
+              }}""",
+            {"repo": _repo(), "def": partitions_def, "key": key},
+        )["addDynamicPartition"]
+        if data["__typename"] not in ("AddDynamicPartitionSuccess", "DuplicateDynamicPartitionError"):
+            raise GraphQLError(f"{data['__typename']}: {data.get('message')}")
+
+    def launch_run(
+        self,
+        job: str,
+        *,
+        partition_key: str,
+        run_config: dict[str, Any] | None = None,
+        tags: dict[str, str] | None = None,
+        asset_keys: Sequence[str] | None = None,
+    ) -> str:
+        all_tags = {"dagster/partition": partition_key, **(tags or {})}
+        params: dict[str, Any] = {
+            "selector": {**_repo(), "jobName": job},
+            "runConfigData": run_config or {},
+            "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in all_tags.items()]},
+        }
+        if asset_keys:
+            params["selector"]["assetSelection"] = [{"path": [k]} for k in asset_keys]
+        data = self.execute(
+            """mutation($p: ExecutionParams!) { launchRun(executionParams: $p) {
+                __typename ... on LaunchRunSuccess { run { runId } }
+                ... on PythonError { message } ... on RunConfigValidationInvalid { errors { message } }
+                ... on InvalidSubsetError { message } ... on PipelineNotFoundError { message }
+                ... on InvalidStepError { invalidStepKey } ... on InvalidOutputError { invalidOutputName }
+              }}""",
+            {"p": params},
+        )["launchRun"]
+        if data["__typename"] == "RunConfigValidationInvalid":
+            raise GraphQLError("invalid run config: " + "; ".join(e["message"] for e in data["errors"]))
+        return self._ok(data, "LaunchRunSuccess")["run"]["runId"]
+
+    def partition_statuses(self, asset: str) -> dict[str, list[str]]:
+        data = self.execute(
+            """query($k: AssetKeyInput!) { assetNodeOrError(assetKey: $k) { __typename
+                ... on AssetNode { assetPartitionStatuses { __typename
+                  ... on DefaultPartitionStatuses { materializedPartitions failedPartitions
+                      unmaterializedPartitions materializingPartitions } } } } }""",
+            {"k": {"path": [asset]}},
+        )["assetNodeOrError"]
+        self._ok(data, "AssetNode")
+        statuses = data["assetPartitionStatuses"]
+        return {
+            "materialized": statuses["materializedPartitions"],
+            "failed": statuses["failedPartitions"],
+            "missing": statuses["unmaterializedPartitions"],
+            "in_progress": statuses["materializingPartitions"],
+        }
+
+    def partition_keys(self) -> list[str]:
+        """All scan keys in registration order (the order backfill ranges use)."""
+        data = self.execute(
+            """query($k: AssetKeyInput!) { assetNodeOrError(assetKey: $k) { __typename
+                ... on AssetNode { partitionKeys } } }""",
+            {"k": {"path": ["raw_scan"]}},
+        )["assetNodeOrError"]
+        return self._ok(data, "AssetNode")["partitionKeys"]
+
+    def launch_backfill(
+        self, partition_keys: Sequence[str], assets: Sequence[str], tags: dict[str, str] | None = None
+    ) -> str:
+        data = self.execute(
+            """mutation($p: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $p) {
+                __typename ... on LaunchBackfillSuccess { backfillId }
+                ... on PythonError { message } ... on UnauthorizedError { message }
+                ... on InvalidSubsetError { message } ... on PartitionSetNotFoundError { message }
+              }}""",
+            {
+                "p": {
+                    "partitionNames": list(partition_keys),
+                    "assetSelection": [{"path": [a]} for a in assets],
+                    "tags": [{"key": k, "value": v} for k, v in (tags or {}).items()],
+                }
+            },
+        )["launchPartitionBackfill"]
+        return self._ok(data, "LaunchBackfillSuccess")["backfillId"]
+
+    def terminate_run(self, run_id: str) -> None:
+        data = self.execute(
+            """mutation($id: String!) { terminateRun(runId: $id) { __typename
+                ... on TerminateRunFailure { message } ... on RunNotFoundError { message }
+                ... on PythonError { message } ... on UnauthorizedError { message } } }""",
+            {"id": run_id},
+        )["terminateRun"]
+        self._ok(data, "TerminateRunSuccess")
+
+    def run_status(self, run_id: str) -> str:
+        data = self.execute(
+            """query($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status }
+                ... on RunNotFoundError { message } ... on PythonError { message } } }""",
+            {"id": run_id},
+        )["runOrError"]
+        return self._ok(data, "Run")["status"]
+
+    # --- used by the push trigger (cosmic_dagster.cli.watch) -----------------------------------------
+    def claim_partition(self, partitions_def: str, key: str) -> bool:
+        """Add a dynamic partition; True if this call added it, False if it already existed."""
+        data = self.execute(
+            """mutation($repo: RepositorySelector!, $def: String!, $key: String!) {
+              addDynamicPartition(repositorySelector: $repo, partitionsDefName: $def, partitionKey: $key) {
+                __typename ... on PythonError { message } ... on UnauthorizedError { message }
+              }}""",
+            {"repo": _repo(), "def": partitions_def, "key": key},
+        )["addDynamicPartition"]
+        if data["__typename"] == "DuplicateDynamicPartitionError":
+            return False
+        self._ok(data, "AddDynamicPartitionSuccess")
+        return True
+
+    def newest_partition_keys(self, asset: str, limit: int) -> list[str]:
+        """The ``limit`` most recently added partition keys of ``asset``, oldest first."""
+        data = self.execute(
+            """query($k: AssetKeyInput!, $limit: Int!) { assetNodeOrError(assetKey: $k) { __typename
+                ... on AssetNode { partitionKeyConnection(limit: $limit, ascending: false) { results } }
+              } }""",
+            {"k": {"path": [asset]}, "limit": limit},
+        )["assetNodeOrError"]
+        return list(reversed(self._ok(data, "AssetNode")["partitionKeyConnection"]["results"]))
+
+    def launch_scans(self, job: str, keys: Sequence[str], tags: dict[str, str] | None = None) -> str:
+        """One run of ``job`` over ``keys`` (one partition, or a range of keys added contiguously)."""
+        if not keys:
+            raise ValueError("launch_scans needs at least one partition key")
+        if len(keys) == 1:
+            return self.launch_run(job, partition_key=keys[0], tags=tags)
+        range_tags = {
+            "dagster/asset_partition_range_start": keys[0],
+            "dagster/asset_partition_range_end": keys[-1],
+            **(tags or {}),
+        }
+        data = self.execute(
+            """mutation($p: ExecutionParams!) { launchRun(executionParams: $p) {
+                __typename ... on LaunchRunSuccess { run { runId } }
+                ... on PythonError { message } ... on InvalidSubsetError { message }
+                ... on PipelineNotFoundError { message } ... on RunConflict { message }
+              }}""",
+            {
+                "p": {
+                    "selector": {**_repo(), "jobName": job},
+                    "runConfigData": {},
+                    "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in range_tags.items()]},
+                }
+            },
+        )["launchRun"]
+        return self._ok(data, "LaunchRunSuccess")["run"]["runId"]
+
+    def run_ids_with_tags(self, tags: dict[str, str], limit: int = 100) -> list[str]:
+        data = self.execute(
+            """query($f: RunsFilter!, $limit: Int!) { runsOrError(filter: $f, limit: $limit) { __typename
+                ... on Runs { results { runId } } ... on PythonError { message }
+                ... on InvalidPipelineRunsFilterError { message } } }""",
+            {"f": {"tags": [{"key": k, "value": v} for k, v in tags.items()]}, "limit": limit},
+        )["runsOrError"]
+        return [run["runId"] for run in self._ok(data, "Runs")["results"]]
+
+
+def _repo() -> dict[str, str]:
+    return {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY}

@@ -1,0 +1,1 @@
+"""NERSC Superfacility API through sfapi-client."""

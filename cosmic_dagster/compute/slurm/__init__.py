@@ -1,0 +1,1 @@
+"""Slurm through its command line (sbatch/squeue/sacct/scancel) on a reachable cluster."""

@@ -1,0 +1,239 @@
+"""raw_scan -> nersc_copy -> reconstruction, one partition per scan, many scans per run.
+
+One multi-asset step runs the three stages for a batch of scans (a partition range) so that one
+Globus task and one batched job poll serve the whole batch, while every scan still gets its own
+materializations and check results. A bad scan never blocks its neighbours: it is skipped by the
+later stages and the step fails at the end, naming each failed scan and why, so exactly those
+partitions show as failed (and "rerun failed" picks exactly them).
+"""
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import dagster as dg
+from pydantic import Field
+
+from cosmic_dagster.compute.jobscript import CdtoolsParams, EpieParams, PtychocamParams
+from cosmic_dagster.defs.checks import COPY_CHECK, RECON_CHECK, copy_check, reconstruction_check
+from cosmic_dagster.defs.partitions import scans
+from cosmic_dagster.defs.pools import pool_slot
+from cosmic_dagster.defs.resources import ArrivalsResource, ComputeResource, StateResource, TransferResource
+from cosmic_dagster.pipeline.stages import ReconPlan, Reconstruction, ScanPipeline, StageError
+
+RAW = dg.AssetKey("raw_scan")
+COPY = dg.AssetKey("nersc_copy")
+RECON = dg.AssetKey("reconstruction")
+
+
+class ReconstructionConfig(dg.Config):
+    """Per-run reconstruction parameters (Launchpad / run config), defaults = routine processing."""
+
+    engine: Literal["epie", "ptychocam", "cdtools"] = "epie"
+    iterations: int = 100
+    probe_refine_start: int = 5
+    seed: int = 0
+    illumination_refine_period: int = 0
+    background_refine_period: int = 0
+    enforce_illumination_mask: bool = False
+    force: bool = Field(
+        default=False, description="submit a new job even if one with these parameters completed"
+    )
+    max_object_error: float = 0.10
+
+    def params(self) -> Any:
+        if self.engine == "epie":
+            return EpieParams(
+                iterations=self.iterations, probe_refine_start=self.probe_refine_start, seed=self.seed
+            )
+        if self.engine == "ptychocam":
+            return PtychocamParams(
+                iterations=self.iterations,
+                illumination_refine_period=self.illumination_refine_period,
+                background_refine_period=self.background_refine_period,
+                enforce_illumination_mask=self.enforce_illumination_mask,
+            )
+        return CdtoolsParams()
+
+
+SPECS = [
+    dg.AssetSpec(
+        RAW,
+        partitions_def=scans,
+        skippable=True,
+        group_name="cosmic",
+        description="A COSMIC scan file at the beamline: registered, validated as CXI, checksummed.",
+    ),
+    dg.AssetSpec(
+        COPY,
+        deps=[RAW],
+        partitions_def=scans,
+        skippable=True,
+        group_name="cosmic",
+        description="The scan's verified copy at NERSC (Globus, or a local folder in the local profile).",
+    ),
+    dg.AssetSpec(
+        RECON,
+        deps=[COPY],
+        partitions_def=scans,
+        skippable=True,
+        group_name="cosmic",
+        description="The ptychographic reconstruction of the scan, with quality figures and a preview.",
+    ),
+]
+CHECK_SPECS = [
+    dg.AssetCheckSpec(COPY_CHECK, asset=COPY, description="destination checksum equals the source checksum"),
+    dg.AssetCheckSpec(
+        RECON_CHECK,
+        asset=RECON,
+        description="output exists, is finite, and the quality figures are within bounds",
+    ),
+]
+
+
+@dg.multi_asset(
+    specs=SPECS,
+    check_specs=CHECK_SPECS,
+    can_subset=True,
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=50),
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL),
+    name="scan_pipeline",
+)
+def scan_pipeline(
+    context: dg.AssetExecutionContext,
+    config: ReconstructionConfig,
+    arrivals: ArrivalsResource,
+    state: StateResource,
+    transfer: TransferResource,
+    compute: ComputeResource,
+) -> Iterator[Any]:
+    ledger = state.ledger()
+    pipeline = ScanPipeline(
+        beamline_root=arrivals.beamline_root,
+        ledger=ledger,
+        transfer=transfer.adapter(ledger),
+        compute=compute.adapter(ledger),
+        recon_root=compute.recon_root,
+        preview_dir=state.preview_dir,
+        python=compute.python,
+        setup=compute.setup,
+        remote_lister=arrivals.lister() if arrivals.remote() else None,
+    )
+    selected = context.selected_asset_keys
+    keys = list(context.partition_keys)
+    failed: dict[str, str] = {}
+
+    if RAW in selected:
+        for key in keys:
+            try:
+                reg = pipeline.register(key)
+            except StageError as exc:
+                failed[key] = f"raw_scan: {exc}"
+                context.log.error(f"scan {key} quarantined: {exc}")
+                continue
+            yield dg.AssetMaterialization(
+                asset_key=RAW,
+                partition=key,
+                metadata={
+                    "relpath": reg.relpath,
+                    "bytes": reg.bytes,
+                    **({"sha256": reg.sha256} if reg.sha256 else {}),
+                    **reg.summary,
+                },
+            )
+
+    if COPY in selected:
+        todo = [k for k in keys if k not in failed]
+        with pool_slot(context, transfer.pool):
+            report, errors = pipeline.copy(todo, label=f"cosmic {context.run_id[:8]}")
+        for key, reason in errors.items():
+            failed[key] = f"nersc_copy: {reason}"
+            context.log.error(f"copy of scan {key} failed: {reason}")
+        for key, outcome in report.outcomes.items():
+            if not outcome.ok:
+                continue
+            meta: dict[str, Any] = {
+                "destination": outcome.destination,
+                "bytes": outcome.bytes,
+                "seconds": round(outcome.seconds, 3),
+                "rate_MBps": round(outcome.bytes / outcome.seconds / 1e6, 2) if outcome.seconds > 0 else 0.0,
+                "already_present": outcome.already_present,
+                "checksum_verified": outcome.verified,
+            }
+            if report.task_id:
+                meta["globus_task_id"] = report.task_id
+            if report.task_url:
+                meta["globus_task"] = dg.MetadataValue.url(report.task_url)
+            yield dg.AssetMaterialization(asset_key=COPY, partition=key, metadata=meta)
+            yield copy_check(pipeline, key, outcome)
+
+    if RECON in selected:
+        todo = [k for k in keys if k not in failed]
+        plan = ReconPlan(params=config.params(), slurm=compute.directives(), force=config.force)
+
+        jobs: dict[str, str] = {}
+
+        def submitted(key: str, job_id: str, reattached: bool) -> None:
+            jobs[key] = job_id
+            verb = "reattached to" if reattached else "submitted"
+            context.log.info(f"scan {key}: {verb} job {job_id}")
+
+        try:
+            with pool_slot(context, compute.pool):
+                results = pipeline.reconstruct(todo, plan, on_submitted=submitted)
+        except dg.DagsterExecutionInterruptedError as exc:
+            # The run was terminated by an operator: its jobs must not run on unattended, and
+            # the step must not be retried (a retry would submit them again).
+            for key, job_id in jobs.items():
+                context.log.warning(f"run terminated: cancelling job {job_id} of scan {key}")
+                pipeline.compute.cancel(job_id)
+            raise dg.Failure(
+                "run terminated by an operator; its jobs were cancelled", allow_retries=False
+            ) from exc
+        for key, result in results.items():
+            if isinstance(result, StageError):
+                failed[key] = f"reconstruction: {result}"
+                context.log.error(f"reconstruction of scan {key} failed: {result}")
+                continue
+            yield dg.AssetMaterialization(
+                asset_key=RECON, partition=key, metadata=_recon_metadata(result, compute)
+            )
+            yield reconstruction_check(key, result, max_object_error=config.max_object_error)
+
+    if failed:
+        lines = "\n".join(f"- {key}: {reason}" for key, reason in failed.items())
+        raise dg.Failure(
+            description=f"{len(failed)} of {len(keys)} scans failed:\n{lines}",
+            metadata={"failed_scans": sorted(failed)},
+            allow_retries=False,
+        )
+
+
+def _recon_metadata(result: Reconstruction, compute: ComputeResource) -> dict[str, Any]:
+    summary, job = result.summary, result.job
+    meta: dict[str, Any] = {
+        "engine": result.engine,
+        "parameters": dg.MetadataValue.json(result.params),
+        "job_id": job.job_id,
+        "state": job.state,
+        "reattached": job.reattached,
+        "output": result.output,
+        "fourier_error_final": summary.get("fourier_error_final"),
+        "fourier_error_drop": summary.get("fourier_error_drop"),
+        "verdict": summary.get("verdict_reason", ""),
+    }
+    if summary.get("object_error") is not None:
+        meta["object_error"] = summary["object_error"]
+    if job.queue_wait_s is not None:
+        meta["queue_wait_s"] = round(job.queue_wait_s, 2)
+    if job.run_s is not None:
+        meta["run_s"] = round(job.run_s, 2)
+    url = compute.job_url(job.job_id)
+    if url:
+        meta["job"] = dg.MetadataValue.url(url)
+    if result.preview:
+        meta["preview_path"] = dg.MetadataValue.path(result.preview)
+        data = base64.b64encode(Path(result.preview).read_bytes()).decode()
+        meta["preview"] = dg.MetadataValue.md(f"![preview](data:image/png;base64,{data})")
+    return meta

@@ -1,0 +1,89 @@
+"""Per-scan asset checks, evaluated inside the batch step and reported per partition."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import dagster as dg
+from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluation
+
+from cosmic_dagster.pipeline.stages import Reconstruction, ScanPipeline
+from cosmic_dagster.ptycho.quality import assess_output
+from cosmic_dagster.transfer.protocol import CopyOutcome
+
+COPY_CHECK = "copy_checksum_matches_source"
+RECON_CHECK = "reconstruction_quality"
+
+
+def _evaluation(
+    asset: str, name: str, key: str, passed: bool, description: str, metadata: dict
+) -> AssetCheckEvaluation:
+    return AssetCheckEvaluation(
+        asset_key=dg.AssetKey(asset),
+        check_name=name,
+        passed=passed,
+        metadata={k: dg.MetadataValue.text(str(v)) if v is None else v for k, v in metadata.items()},
+        partition=key,
+        target_materialization_data=None,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=description,
+    )
+
+
+def copy_check(pipeline: ScanPipeline, key: str, outcome: CopyOutcome) -> AssetCheckEvaluation:
+    """The destination checksum equals the source's (or Globus verified it and sizes agree)."""
+    source = pipeline.registration(key)
+    if outcome.checksum_algorithm == "sha256" and outcome.checksum is not None:
+        passed = outcome.checksum == source.sha256 and outcome.verified
+        why = "sha256 at destination equals source" if passed else "sha256 differs from the source"
+    else:
+        passed = outcome.verified and outcome.bytes in (0, source.bytes)
+        why = "verified by the transfer service, sizes agree" if passed else "copy not verified"
+    return _evaluation(
+        "nersc_copy",
+        COPY_CHECK,
+        key,
+        passed,
+        why,
+        {
+            "source_sha256": source.sha256,
+            "destination_checksum": outcome.checksum,
+            "checksum_algorithm": outcome.checksum_algorithm,
+        },
+    )
+
+
+def reconstruction_check(
+    key: str, result: Reconstruction, *, max_object_error: float
+) -> AssetCheckEvaluation:
+    """Output exists and is finite; quality within bounds (a diverged reconstruction fails)."""
+    summary = result.summary
+    problems: list[str] = []
+    output = Path(result.output)
+    if output.parent.exists():  # visible from here (local, own cluster): look at the file itself
+        if not output.is_file():
+            problems.append(f"output file missing: {output}")
+        elif not assess_output(output).finite:
+            problems.append("output contains non-finite values")
+    if not summary.get("finite", False):
+        problems.append("engine reported non-finite values")
+    if not summary.get("verdict_ok", False):
+        problems.append(f"verdict: {summary.get('verdict_reason', 'not ok')}")
+    object_error = summary.get("object_error")
+    if object_error is not None and not (math.isfinite(object_error) and object_error <= max_object_error):
+        problems.append(f"object error {object_error:.3f} > {max_object_error}")
+    description = "; ".join(problems) if problems else "finite output, converged, within bounds"
+    return _evaluation(
+        "reconstruction",
+        RECON_CHECK,
+        key,
+        not problems,
+        description,
+        {
+            "fourier_error_final": summary.get("fourier_error_final"),
+            "fourier_error_drop": summary.get("fourier_error_drop"),
+            "object_error": object_error,
+            "max_object_error": max_object_error,
+        },
+    )

@@ -1,0 +1,67 @@
+"""Where each scan stands, read from a Dagster instance (demo progress, status tables, tests)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+
+from cosmic_dagster.defs.checks import COPY_CHECK, RECON_CHECK
+from cosmic_dagster.defs.partitions import scans
+
+STAGES = ("detected", "registered", "copied", "reconstructed", "checked")
+
+
+@dataclass
+class ScanProgress:
+    key: str
+    metadata: dict[str, dict[str, Any]] = field(default_factory=dict)  # asset -> metadata
+    checks: dict[str, bool] = field(default_factory=dict)  # check name -> passed
+
+    @property
+    def stage(self) -> str:
+        if "reconstruction" in self.metadata and RECON_CHECK in self.checks:
+            return "checked"
+        for asset, stage in (
+            ("reconstruction", "reconstructed"),
+            ("nersc_copy", "copied"),
+            ("raw_scan", "registered"),
+        ):
+            if asset in self.metadata:
+                return stage
+        return "detected"
+
+    @property
+    def passed(self) -> bool:
+        return self.checks.get(COPY_CHECK, False) and self.checks.get(RECON_CHECK, False)
+
+
+def _value(v: Any) -> Any:
+    return getattr(v, "value", v)
+
+
+def scan_progress(instance: dg.DagsterInstance, keys: Sequence[str] | None = None) -> dict[str, ScanProgress]:
+    keys = list(keys) if keys is not None else instance.get_dynamic_partitions(scans.name)
+    out = {key: ScanProgress(key) for key in keys}
+    for asset in ("raw_scan", "nersc_copy", "reconstruction"):
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=keys), limit=10_000
+        ).records
+        for record in reversed(records):  # oldest first, so the latest wins
+            mat = record.asset_materialization
+            if mat is not None and mat.partition in out:
+                out[mat.partition].metadata[asset] = {k: _value(v) for k, v in mat.metadata.items()}
+    storage = instance.event_log_storage
+    for asset, check in (("nersc_copy", COPY_CHECK), ("reconstruction", RECON_CHECK)):
+        history = storage.get_asset_check_execution_history(
+            dg.AssetCheckKey(dg.AssetKey(asset), check), limit=10_000
+        )
+        for record in reversed(history):
+            if record.partition in out and record.status != AssetCheckExecutionRecordStatus.PLANNED:
+                out[record.partition].checks[check] = (
+                    record.status == AssetCheckExecutionRecordStatus.SUCCEEDED
+                )
+    return out

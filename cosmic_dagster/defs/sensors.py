@@ -1,0 +1,86 @@
+"""The arrival sensor: new complete scans -> partitions -> batched runs.
+
+Each tick walks only the recent day folders (cost flat in archive size), emits at most
+``max_scans_per_tick`` scans, and packs scans found together into runs of up to
+``max_scans_per_run`` (one partition range each, contiguous because they are added in the same
+request). The cursor and the run keys make a restarted daemon neither miss nor repeat a scan.
+"""
+
+import hashlib
+import time
+
+import dagster as dg
+
+from cosmic_dagster.defs.assets import RAW
+from cosmic_dagster.defs.partitions import scans
+from cosmic_dagster.defs.resources import ArrivalsResource, StateResource
+from cosmic_dagster.domain.arrivals import Cursor, discover
+from cosmic_dagster.domain.scans import scan_key
+from cosmic_dagster.pipeline.stages import QUARANTINE
+
+SCAN_JOB = "scan_job"
+
+
+def _batch_run_key(keys: list[str]) -> str:
+    return "scans-" + hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
+
+
+def build_arrival_sensor(interval_s: int) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="scan_arrival_sensor",
+        job_name=SCAN_JOB,
+        minimum_interval_seconds=interval_s,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Registers complete new COSMIC scans as partitions and runs them in batches.",
+    )
+    def scan_arrival_sensor(
+        context: dg.SensorEvaluationContext, arrivals: ArrivalsResource, state: StateResource
+    ) -> dg.SensorResult | dg.SkipReason:
+        found = discover(
+            arrivals.lister(),
+            Cursor.load(context.cursor),
+            now=time.time(),
+            recent_days=arrivals.recent_days,
+            settle_seconds=arrivals.settle_seconds + arrivals.watch_grace_seconds,
+            max_per_tick=arrivals.max_scans_per_tick,
+            accept=arrivals.rejection,
+        )
+        if found.rejections:
+            ledger = state.ledger()
+            for rejection in found.rejections:
+                context.log.warning(f"not registering {rejection.relpath}: {rejection.reason}")
+                ledger.put(QUARANTINE, rejection.relpath, {"stage": "sensor", "reason": rejection.reason})
+        if not found.arrivals:
+            context.update_cursor(found.cursor.dump())
+            return dg.SkipReason(f"no new complete scans ({found.pending} settling or waiting)")
+        # A scan launched by the watcher or by hand (cosmic-dagster submit) already has a run.
+        # Only a planned run counts: a partition added by a daemon that died before launching
+        # its run must still be launched now.
+        keys = [
+            key
+            for key in (scan_key(a.relpath) for a in found.arrivals)
+            if context.instance.get_latest_planned_materialization_info(RAW, partition=key) is None
+        ]
+        if not keys:
+            context.update_cursor(found.cursor.dump())
+            return dg.SkipReason("the new scans were already launched (watcher or by hand)")
+        size = arrivals.max_scans_per_run
+        batches = [keys[i : i + size] for i in range(0, len(keys), size)]
+        context.log.info(f"{len(keys)} new scans in {len(batches)} run(s); {found.pending} still pending")
+        return dg.SensorResult(
+            dynamic_partitions_requests=[scans.build_add_request(keys)],
+            run_requests=[
+                dg.RunRequest(
+                    run_key=_batch_run_key(batch),
+                    tags={
+                        "dagster/asset_partition_range_start": batch[0],
+                        "dagster/asset_partition_range_end": batch[-1],
+                        "cosmic/scans": str(len(batch)),
+                    },
+                )
+                for batch in batches
+            ],
+            cursor=found.cursor.dump(),
+        )
+
+    return scan_arrival_sensor

@@ -1,0 +1,149 @@
+"""Failed-run alerts: a short message (scans, asset, error, link) posted to a chat webhook.
+
+The Dagster side (:mod:`cosmic_dagster.defs.alert_sensor`) hands over what a failed run left behind:
+its tags and the texts of its step failures. The pipeline's failure text names each failed scan
+on a line ``- <scan key>: <asset>: <reason>``; any other failure (worker crash, a bug) is reported
+as one error for the run's scans, read from its partition tags.
+
+The payload is ``{"text": ...}``, which Slack and Mattermost incoming webhooks both render, plus
+the same facts as structured fields for other receivers. A webhook URL usually embeds a token, so
+it never appears in a payload, an exception or a log line from here.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+MAX_ERROR_CHARS = 300
+MAX_LISTED_SCANS = 10
+
+PARTITION_TAG = "dagster/partition"
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+WILL_RETRY_TAG = "dagster/will_retry"  # set on a failed run when run retries will re-execute it
+
+_SCAN_LINE = re.compile(r"^- (?P<scan>[A-Za-z0-9_.-]+): (?P<asset>[a-z_]+): (?P<error>.*)$")
+
+
+class AlertDeliveryError(RuntimeError):
+    """The webhook did not take an alert. The message says why, never where (no URL)."""
+
+
+@dataclass(frozen=True)
+class ScanFailure:
+    scan: str
+    asset: str
+    error: str
+
+
+@dataclass(frozen=True)
+class FailedRun:
+    run_id: str
+    job: str
+    tags: Mapping[str, str]
+    errors: Sequence[str]  # step failure descriptions, or the run failure message
+
+
+def parse_scan_failures(text: str) -> list[ScanFailure]:
+    """The per-scan lines of a pipeline failure; a reason's continuation lines stay with it."""
+    found: list[ScanFailure] = []
+    for line in text.splitlines():
+        match = _SCAN_LINE.match(line)
+        if match:
+            found.append(ScanFailure(match["scan"], match["asset"], match["error"]))
+        elif found and line.strip():
+            last = found[-1]
+            found[-1] = ScanFailure(last.scan, last.asset, f"{last.error} {line.strip()}")
+    return found
+
+
+def run_scans(tags: Mapping[str, str]) -> list[str]:
+    """The run's scans as its tags name them: [key], [first, last] of a range, or []."""
+    if tags.get(PARTITION_TAG):
+        return [tags[PARTITION_TAG]]
+    start, end = tags.get(RANGE_START_TAG), tags.get(RANGE_END_TAG)
+    if start and end:
+        return [start] if start == end else [start, end]
+    return []
+
+
+def clip(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """One line of at most ``limit`` characters (stack traces and long reasons stay short)."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _escape(text: str) -> str:
+    # Slack reads <...> as links and mentions (<!channel>); an error text must not ping anyone.
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def build_alert(run: FailedRun, ui_url: str) -> dict[str, Any]:
+    """The webhook payload: ``text`` for chat, and the same facts as fields."""
+    link = f"{ui_url.rstrip('/')}/runs/{run.run_id}"
+    parsed = [(text, parse_scan_failures(text)) for text in run.errors]
+    scans = [failure for _, found in parsed for failure in found]
+    general = "\n".join(text for text, found in parsed if not found)
+    run_range = run_scans(run.tags)
+    will_retry = run.tags.get(WILL_RETRY_TAG) == "true"
+
+    head = f"Run {run.run_id[:8]} of {run.job} failed"
+    if run_range:
+        head += f" (scan{'s' if len(run_range) > 1 else ''} {' … '.join(f'`{k}`' for k in run_range)})"
+    if scans:
+        head += f": {len(scans)} scan{'s' if len(scans) != 1 else ''} failed"
+    lines = [head + ("; Dagster retries it automatically" if will_retry else "")]
+    lines += [f"• `{s.scan}` {s.asset}: {_escape(clip(s.error))}" for s in scans[:MAX_LISTED_SCANS]]
+    if len(scans) > MAX_LISTED_SCANS:
+        lines.append(f"• …and {len(scans) - MAX_LISTED_SCANS} more")
+    if general or not scans:
+        lines.append(f"Error: {_escape(clip(general or 'no error message recorded'))}")
+    lines.append(link)
+    return {
+        "text": "\n".join(lines),
+        "run_id": run.run_id,
+        "job": run.job,
+        "link": link,
+        "scan_range": run_range or None,
+        "scans": [{"scan": s.scan, "asset": s.asset, "error": clip(s.error)} for s in scans],
+        "error": clip(general) if general else None,
+        "will_retry": will_retry,
+    }
+
+
+def post_alert(
+    url: str,
+    payload: Mapping[str, Any],
+    *,
+    attempts: int = 3,
+    timeout_s: float = 5.0,
+    backoff_s: float = 0.5,
+) -> None:
+    """POST the payload; retry connection errors, 429 and 5xx; raise AlertDeliveryError if not taken.
+
+    Another 4xx (revoked token, deleted channel) is not retried: it will not pass seconds later.
+    Neither the URL nor the answer's body (servers echo the path) goes into the error.
+    """
+    problem, attempt = "", 0
+    for attempt in range(1, attempts + 1):
+        try:
+            response = requests.post(url, json=payload, timeout=timeout_s)
+        except requests.Timeout:
+            problem = f"no answer within {timeout_s:g} s"
+        except requests.RequestException as exc:
+            problem = f"cannot connect ({type(exc).__name__})"
+        else:
+            if 200 <= response.status_code < 300:
+                return
+            problem = f"HTTP {response.status_code}"
+            if response.status_code < 500 and response.status_code != 429:
+                break
+        if attempt < attempts:
+            time.sleep(backoff_s * 2 ** (attempt - 1))
+    raise AlertDeliveryError(f"webhook did not take the alert ({problem}, {attempt} attempt(s))")

@@ -1,0 +1,1 @@
+"""Loopback Globus Transfer + Auth emulator that the real globus-sdk talks to."""

@@ -1,0 +1,1 @@
+"""Loopback NERSC Superfacility API emulator that the real sfapi-client talks to."""

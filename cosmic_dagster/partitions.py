@@ -1,5 +1,0 @@
-"""One dynamic partition per scan; keys come from :func:`cosmic_dagster.scans.scan_key`."""
-
-import dagster as dg
-
-scans = dg.DynamicPartitionsDefinition(name="scans")

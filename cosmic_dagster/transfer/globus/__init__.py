@@ -1,0 +1,1 @@
+"""Globus: credentials, the endpoints file, the transfer adapter and the collection lister."""
