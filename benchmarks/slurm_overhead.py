@@ -20,8 +20,8 @@ import uuid
 from pathlib import Path
 
 from cosmic_dagster.compute.protocol import JobSpec
-from cosmic_dagster.compute.slurm.compute import SlurmCompute
 from cosmic_dagster.compute.slurm import cli as slurm_cli
+from cosmic_dagster.compute.slurm.compute import SlurmCompute
 from cosmic_dagster.domain.ledger import Ledger
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cosmic_dagster.compute.slurm.cli import SlurmCommandError
 from cosmic_dagster.compute.slurm import cli as slurm_cli
+from cosmic_dagster.compute.slurm.cli import SlurmCommandError
 
 UNREACHABLE = "Unable to contact slurm controller (connect failure)"
 

@@ -17,8 +17,8 @@ import pytest
 from cosmic_dagster.compute.base import LEDGER_KIND
 from cosmic_dagster.compute.jobscript import EpieParams, SlurmDirectives, job_name, render_script
 from cosmic_dagster.compute.protocol import ComputeUnavailable, JobSpec
-from cosmic_dagster.compute.slurm.compute import SlurmCompute
 from cosmic_dagster.compute.slurm import cli as slurm_cli
+from cosmic_dagster.compute.slurm.compute import SlurmCompute
 from cosmic_dagster.domain.ledger import Ledger
 from cosmic_dagster.ptycho.simulate import SimulationSpec, write_scan
 
