@@ -32,6 +32,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from cosmic_dagster import names
 from cosmic_dagster.cli.deployment import PostgresSettings, open_instance, pool_limits, start_deployment
 from cosmic_dagster.cli.services import DagsterServices, free_port
 from cosmic_dagster.domain.scans import scan_key
@@ -172,9 +173,9 @@ def measure_recovery(args: argparse.Namespace) -> list[float]:
 
 def started(instance: dg.DagsterInstance, key: str) -> bool:
     """Some run covering ``key`` has reached STARTED (or finished)."""
-    if key not in instance.get_dynamic_partitions("scans"):
+    if key not in instance.get_dynamic_partitions(names.PARTITIONS):
         return False
-    info = instance.get_latest_planned_materialization_info(dg.AssetKey("raw_scan"), partition=key)
+    info = instance.get_latest_planned_materialization_info(dg.AssetKey(names.RAW_SCAN), partition=key)
     if info is None:
         return False
     run = instance.get_run_by_id(info.run_id)

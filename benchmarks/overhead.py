@@ -41,6 +41,7 @@ import dagster as dg
 import yaml
 from dagster._core.instance.ref import InstanceRef
 
+from cosmic_dagster import names
 from cosmic_dagster.cli.services import PROJECT_ROOT, DagsterServices, free_port, prepare_home
 from cosmic_dagster.config import Settings
 from cosmic_dagster.defs.progress import scan_progress
@@ -105,17 +106,17 @@ def instance_yaml(setup: Setup, directory: Path) -> Path:
 
 def launched_keys(instance: dg.DagsterInstance) -> Counter[str]:
     """How many first launches (retries excluded) covered each scan key."""
-    order = instance.get_dynamic_partitions("scans")
+    order = instance.get_dynamic_partitions(names.PARTITIONS)
     counts: Counter[str] = Counter()
-    for run in instance.get_runs(dg.RunsFilter(job_name="scan_job")):
+    for run in instance.get_runs(dg.RunsFilter(job_name=names.SCAN_JOB)):
         tags = run.tags
-        if "dagster/parent_run_id" in tags:
+        if names.TAG_PARENT_RUN in tags:
             continue
-        if "dagster/partition" in tags:
-            counts[tags["dagster/partition"]] += 1
-        elif "dagster/asset_partition_range_start" in tags:
-            start = order.index(tags["dagster/asset_partition_range_start"])
-            counts.update(order[start : order.index(tags["dagster/asset_partition_range_end"]) + 1])
+        if names.TAG_PARTITION in tags:
+            counts[tags[names.TAG_PARTITION]] += 1
+        elif names.TAG_RANGE_START in tags:
+            start = order.index(tags[names.TAG_RANGE_START])
+            counts.update(order[start : order.index(tags[names.TAG_RANGE_END]) + 1])
     return counts
 
 
@@ -161,7 +162,7 @@ def measure(setup: Setup, args: argparse.Namespace, base: Path) -> Measured:
         deadline = time.time() + 300
         while time.time() < deadline:
             progress = scan_progress(instance, keys)
-            if all("reconstruction" in p.metadata for p in progress.values()):
+            if all(names.RECONSTRUCTION in p.metadata for p in progress.values()):
                 break
             time.sleep(2)
         ledger = Ledger(settings.state_dir / "ledger.sqlite")
@@ -171,8 +172,8 @@ def measure(setup: Setup, args: argparse.Namespace, base: Path) -> Measured:
         print(f"\n[{setup.name}]\n{'scan':<30} {'to submit s':>11} {'copy s':>7} {'overhead s':>10}")
         for n, key in enumerate(keys):
             meta = progress[key].metadata
-            submitted = jobs[meta["reconstruction"]["job_id"]]
-            copy_s = meta["nersc_copy"]["seconds"]
+            submitted = jobs[meta[names.RECONSTRUCTION]["job_id"]]
+            copy_s = meta[names.NERSC_COPY]["seconds"]
             overhead = submitted - completed[key] - copy_s
             warmup = "  (warm-up, not counted)" if n == 0 else ""
             print(f"{key:<30} {submitted - completed[key]:>11.2f} {copy_s:>7.3f} {overhead:>10.2f}{warmup}")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from cosmic_dagster import names
 from cosmic_dagster.config import Settings
 from cosmic_dagster.definitions import build_definitions
 from cosmic_dagster.defs.profiles import resources_for
@@ -60,7 +61,9 @@ def catch_up(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, resource
         result = sensor(context)
         if isinstance(result, dg.SkipReason):
             return context.cursor
-        instance.add_dynamic_partitions("scans", result.dynamic_partitions_requests[0].partition_keys)
+        instance.add_dynamic_partitions(
+            names.PARTITIONS, result.dynamic_partitions_requests[0].partition_keys
+        )
         cursor = result.cursor
 
 
@@ -68,7 +71,7 @@ def measure(n_archived: int, repeats: int) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings.from_env({"COSMIC_DATA_ROOT": tmp})
         build_archive(settings.beamline_root, n_archived)
-        sensor = build_definitions(settings).resolve_sensor_def("scan_arrival_sensor")
+        sensor = build_definitions(settings).resolve_sensor_def(names.ARRIVAL_SENSOR)
         resources = resources_for(settings)
         with dg.DagsterInstance.ephemeral() as instance:
             cursor = catch_up(sensor, instance, resources)
@@ -81,7 +84,7 @@ def measure(n_archived: int, repeats: int) -> tuple[float, float]:
                 new_ticks.append(time.perf_counter() - started)
                 keys = result.dynamic_partitions_requests[0].partition_keys
                 assert len(keys) == 10
-                instance.add_dynamic_partitions("scans", keys)
+                instance.add_dynamic_partitions(names.PARTITIONS, keys)
                 cursor = result.cursor
             for _ in range(repeats):
                 started = time.perf_counter()

@@ -8,21 +8,22 @@ from __future__ import annotations
 
 import dagster as dg
 
+from cosmic_dagster import names
 from cosmic_dagster.config import Settings
 from cosmic_dagster.defs.alert_sensor import build_alert_sensor
 from cosmic_dagster.defs.assets import RECON, scan_pipeline
 from cosmic_dagster.defs.profiles import resources_for
-from cosmic_dagster.defs.sensors import SCAN_JOB, build_arrival_sensor
+from cosmic_dagster.defs.sensors import build_arrival_sensor
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     scan_job = dg.define_asset_job(
-        SCAN_JOB,
+        names.SCAN_JOB,
         selection=dg.AssetSelection.assets(scan_pipeline),
         description="Register, copy and reconstruct a batch of scans (one partition range).",
     )
     reconstruction_job = dg.define_asset_job(
-        "reconstruction_job",
+        names.RECON_JOB,
         selection=dg.AssetSelection.assets(RECON),
         description="Reconstruct already copied scans again (reruns, new parameters).",
     )

@@ -12,6 +12,8 @@ from typing import Any
 
 import requests
 
+from cosmic_dagster import names
+
 LOCATION = "cosmic_dagster"
 REPOSITORY = "__repository__"
 
@@ -67,7 +69,7 @@ class DagsterApi:
         tags: dict[str, str] | None = None,
         asset_keys: Sequence[str] | None = None,
     ) -> str:
-        all_tags = {"dagster/partition": partition_key, **(tags or {})}
+        all_tags = {names.TAG_PARTITION: partition_key, **(tags or {})}
         params: dict[str, Any] = {
             "selector": {**_repo(), "jobName": job},
             "runConfigData": run_config or {},
@@ -110,7 +112,7 @@ class DagsterApi:
         data = self.execute(
             """query($k: AssetKeyInput!) { assetNodeOrError(assetKey: $k) { __typename
                 ... on AssetNode { partitionKeys } } }""",
-            {"k": {"path": ["raw_scan"]}},
+            {"k": {"path": [names.RAW_SCAN]}},
         )["assetNodeOrError"]
         return self._ok(data, "AssetNode")["partitionKeys"]
 
@@ -182,8 +184,8 @@ class DagsterApi:
         if len(keys) == 1:
             return self.launch_run(job, partition_key=keys[0], tags=tags)
         range_tags = {
-            "dagster/asset_partition_range_start": keys[0],
-            "dagster/asset_partition_range_end": keys[-1],
+            names.TAG_RANGE_START: keys[0],
+            names.TAG_RANGE_END: keys[-1],
             **(tags or {}),
         }
         data = self.execute(

@@ -17,6 +17,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from cosmic_dagster import names
 from cosmic_dagster.cli.services import DagsterServices, free_port, prepare_home
 from cosmic_dagster.domain.scans import scan_key
 
@@ -101,7 +102,7 @@ def _simulate_and_follow(
     shown: dict[str, str] = {}
     progress: dict = {}
     while time.monotonic() - started < timeout_s:
-        detected = set(instance.get_dynamic_partitions("scans"))
+        detected = set(instance.get_dynamic_partitions(names.PARTITIONS))
         progress = scan_progress(instance, keys)
         for key in keys:
             stage = progress[key].stage if key in detected else "waiting"
@@ -132,7 +133,7 @@ def _print_table(progress: dict, keys: list[str]) -> None:
     print("\n" + header + "\n" + "-" * len(header))
     for key in keys:
         meta = progress[key].metadata if key in progress else {}
-        raw, copy, recon = (meta.get(a, {}) for a in ("raw_scan", "nersc_copy", "reconstruction"))
+        raw, copy, recon = (meta.get(a, {}) for a in (names.RAW_SCAN, names.NERSC_COPY, names.RECONSTRUCTION))
         obj, drop = recon.get("object_error"), recon.get("fourier_error_drop")
         cells = [
             f"{key:<30}",

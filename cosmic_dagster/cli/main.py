@@ -13,13 +13,12 @@ import json
 import sys
 from pathlib import Path
 
+from cosmic_dagster import names
 from cosmic_dagster.cli.dagster_api import DagsterApi, GraphQLError
 from cosmic_dagster.config import ConfigError, Settings
 from cosmic_dagster.domain.scans import ScanPathError, relpath_under_root, scan_key
 
-SCAN_JOB = "scan_job"
-RECON_JOB = "reconstruction_job"
-PIPELINE_ASSETS = ["raw_scan", "nersc_copy", "reconstruction"]
+PIPELINE_ASSETS = [names.RAW_SCAN, names.NERSC_COPY, names.RECONSTRUCTION]
 
 
 def _recon_config(args: argparse.Namespace) -> dict:
@@ -30,7 +29,7 @@ def _recon_config(args: argparse.Namespace) -> dict:
         "force": args.force or None,
     }
     config = {k: v for k, v in fields.items() if v is not None}
-    return {"ops": {"scan_pipeline": {"config": config}}} if config else {}
+    return {"ops": {names.SCAN_STEP: {"config": config}}} if config else {}
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -64,9 +63,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
     relpath = relpath_under_root(root, args.path)
     key = scan_key(relpath)
     api = DagsterApi(args.url)
-    api.add_partition("scans", key)
+    api.add_partition(names.PARTITIONS, key)
     run_id = api.launch_run(
-        SCAN_JOB, partition_key=key, run_config=_recon_config(args), tags={"cosmic/submitted-by": "cli"}
+        names.SCAN_JOB,
+        partition_key=key,
+        run_config=_recon_config(args),
+        tags={names.TAG_SUBMITTED_BY: "cli"},
     )
     print(json.dumps({"scan": key, "relpath": relpath, "run_id": run_id, "run": f"{args.url}/runs/{run_id}"}))
     return 0
@@ -75,7 +77,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_recon(args: argparse.Namespace) -> int:
     """Reconstruct one scan again, e.g. with other parameters, without copying it again."""
     key = args.scan if not args.scan.endswith(".cxi") else scan_key(args.scan)
-    run_id = DagsterApi(args.url).launch_run(RECON_JOB, partition_key=key, run_config=_recon_config(args))
+    run_id = DagsterApi(args.url).launch_run(
+        names.RECON_JOB, partition_key=key, run_config=_recon_config(args)
+    )
     print(json.dumps({"scan": key, "run_id": run_id, "run": f"{args.url}/runs/{run_id}"}))
     return 0
 
@@ -93,7 +97,7 @@ def cmd_rerun_failed(args: argparse.Namespace) -> int:
         (a for a in stages if set(failed) - set(api.partition_statuses(a)["materialized"])), args.asset
     )
     assets = stages[stages.index(first) :]
-    backfill_id = api.launch_backfill(failed, assets, tags={"cosmic/action": "rerun-failed"})
+    backfill_id = api.launch_backfill(failed, assets, tags={names.TAG_ACTION: "rerun-failed"})
     print(
         json.dumps(
             {
@@ -118,7 +122,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         ) from None
     if not selected:
         raise GraphQLError(f"{args.first} comes after {args.last} (order of registration)")
-    backfill_id = api.launch_backfill(selected, args.assets, tags={"cosmic/action": "backfill"})
+    backfill_id = api.launch_backfill(selected, args.assets, tags={names.TAG_ACTION: "backfill"})
     print(
         json.dumps(
             {"scans": selected, "backfill_id": backfill_id, "backfill": f"{args.url}/runs/b/{backfill_id}"}
@@ -264,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_recon)
 
     p = with_url(sub.add_parser("rerun-failed", help="backfill every failed partition of an asset"))
-    p.add_argument("--asset", default="reconstruction", choices=PIPELINE_ASSETS)
+    p.add_argument("--asset", default=names.RECONSTRUCTION, choices=PIPELINE_ASSETS)
     p.set_defaults(func=cmd_rerun_failed)
 
     p = with_url(sub.add_parser("backfill", help="materialize a range of scans (registration order)"))

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import requests
 
+from cosmic_dagster import names
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -49,7 +51,7 @@ def prepare_home(dagster_home: Path, instance_yaml: Path = PROJECT_ROOT / "dagst
 
     with DagsterInstance.from_ref(InstanceRef.from_dir(str(dagster_home))) as instance:
         instance.get_runs(limit=1)
-        instance.get_dynamic_partitions("scans")
+        instance.get_dynamic_partitions(names.PARTITIONS)
 
 
 @dataclass

@@ -41,15 +41,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from cosmic_dagster import names
 from cosmic_dagster.domain.arrivals import Cursor, Entry, Lister, discover
 from cosmic_dagster.domain.scans import PARTIAL_SUFFIXES, ScanPathError, resolve_under_root, scan_key
 
 log = logging.getLogger("cosmic_dagster.cli.watch")
 
-PARTITIONS_DEF = "scans"
-RAW_ASSET = "raw_scan"
-SCAN_JOB = "scan_job"
-SEGMENT_TAG = "cosmic/watch-segment"
 DEFAULT_GRACE_S = 30.0
 #: How long after ``settle + grace`` the sensor has surely acted on a scan (tick + evaluation).
 SENSOR_TURN_S = 60.0
@@ -282,7 +279,7 @@ class Watcher:
             first = key in self._never_tried
             if age < self.claim_window:
                 try:
-                    added = self.api.claim_partition(PARTITIONS_DEF, key)
+                    added = self.api.claim_partition(names.PARTITIONS, key)
                 except Exception as exc:  # outcome unknown: claim again next pass
                     self._never_tried.discard(key)
                     log.warning("claiming %s failed (will retry): %s", key, exc)
@@ -297,7 +294,7 @@ class Watcher:
                 log.info("leaving %s to the sensor: could not claim it in time", key)
                 batch.drop(key)
             elif age >= self.sensor_done_after:
-                statuses = statuses or self.api.partition_statuses(RAW_ASSET)
+                statuses = statuses or self.api.partition_statuses(names.RAW_SCAN)
                 if key in statuses["missing"]:  # registered (by us) and never run by anyone
                     batch.ours.append(key)
                 else:
@@ -310,7 +307,7 @@ class Watcher:
     def _launch(self, batch: Batch) -> list[str]:
         run_ids = []
         for segment_id, keys in list(batch.tried.items()):
-            if self.api.run_ids_with_tags({SEGMENT_TAG: segment_id}, limit=1):
+            if self.api.run_ids_with_tags({names.TAG_WATCH_SEGMENT: segment_id}, limit=1):
                 self._launched(batch, segment_id, keys)
         pending = [k for k in batch.ours if k not in batch.launched]
         retry = list(batch.tried.values())
@@ -323,9 +320,13 @@ class Watcher:
         self.state.save(self.state_path)  # a launch that times out is looked up by its tag first
         for keys in todo:
             segment_id = f"{batch.id}:{keys[0]}"
-            tags = {SEGMENT_TAG: segment_id, "cosmic/scans": str(len(keys)), "cosmic/submitted-by": "watch"}
+            tags = {
+                names.TAG_WATCH_SEGMENT: segment_id,
+                names.TAG_SCANS: str(len(keys)),
+                names.TAG_SUBMITTED_BY: "watch",
+            }
             try:
-                run_id = self.api.launch_scans(SCAN_JOB, keys, tags)
+                run_id = self.api.launch_scans(names.SCAN_JOB, keys, tags)
             except Exception as exc:
                 log.warning("launching %s failed (will look it up and retry): %s", keys, exc)
                 continue
@@ -346,7 +347,7 @@ class Watcher:
         """Split ``keys`` into runs of keys added contiguously (a range run covers what lies between)."""
         if len(keys) <= 1:
             return [keys] if keys else []
-        newest = self.api.newest_partition_keys(RAW_ASSET, max(200, 4 * len(keys)))
+        newest = self.api.newest_partition_keys(names.RAW_SCAN, max(200, 4 * len(keys)))
         return contiguous_segments(keys, newest)
 
 

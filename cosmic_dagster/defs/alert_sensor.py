@@ -24,9 +24,9 @@ import time
 
 import dagster as dg
 
+from cosmic_dagster import names
 from cosmic_dagster.domain.alerts import AlertDeliveryError, FailedRun, build_alert, post_alert
 
-ALERT_SENSOR = "run_failure_alerts"
 INTERVAL_S = 5
 FETCH_LIMIT = 50
 TICK_BUDGET_S = 30.0  # start no post after this; the daemon gives a sensor evaluation 60 s
@@ -72,7 +72,7 @@ def _failed_run(instance: dg.DagsterInstance, run: dg.DagsterRun, record: dg.Eve
 
 def build_alert_sensor(webhook_url: str | None, ui_url: str) -> dg.SensorDefinition:
     @dg.sensor(
-        name=ALERT_SENSOR,
+        name=names.ALERT_SENSOR,
         minimum_interval_seconds=INTERVAL_S,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Posts each failed run (scans, asset, error, link) to COSMIC_ALERT_WEBHOOK_URL.",

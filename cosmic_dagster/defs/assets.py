@@ -15,16 +15,17 @@ from typing import Any, Literal
 import dagster as dg
 from pydantic import Field
 
+from cosmic_dagster import names
 from cosmic_dagster.compute.jobscript import CdtoolsParams, EpieParams, PtychocamParams
-from cosmic_dagster.defs.checks import COPY_CHECK, RECON_CHECK, copy_check, reconstruction_check
+from cosmic_dagster.defs.checks import copy_check, reconstruction_check
 from cosmic_dagster.defs.partitions import scans
 from cosmic_dagster.defs.pools import pool_slot
 from cosmic_dagster.defs.resources import ArrivalsResource, ComputeResource, StateResource, TransferResource
 from cosmic_dagster.pipeline.stages import ReconPlan, Reconstruction, ScanPipeline, StageError
 
-RAW = dg.AssetKey("raw_scan")
-COPY = dg.AssetKey("nersc_copy")
-RECON = dg.AssetKey("reconstruction")
+RAW = dg.AssetKey(names.RAW_SCAN)
+COPY = dg.AssetKey(names.NERSC_COPY)
+RECON = dg.AssetKey(names.RECONSTRUCTION)
 
 
 class ReconstructionConfig(dg.Config):
@@ -83,9 +84,11 @@ SPECS = [
     ),
 ]
 CHECK_SPECS = [
-    dg.AssetCheckSpec(COPY_CHECK, asset=COPY, description="destination checksum equals the source checksum"),
     dg.AssetCheckSpec(
-        RECON_CHECK,
+        names.COPY_CHECK, asset=COPY, description="destination checksum equals the source checksum"
+    ),
+    dg.AssetCheckSpec(
+        names.QUALITY_CHECK,
         asset=RECON,
         description="output exists, is finite, and the quality figures are within bounds",
     ),
@@ -98,7 +101,7 @@ CHECK_SPECS = [
     can_subset=True,
     backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=50),
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL),
-    name="scan_pipeline",
+    name=names.SCAN_STEP,
 )
 def scan_pipeline(
     context: dg.AssetExecutionContext,

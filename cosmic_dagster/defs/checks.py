@@ -8,12 +8,10 @@ from pathlib import Path
 import dagster as dg
 from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluation
 
+from cosmic_dagster import names
 from cosmic_dagster.pipeline.stages import Reconstruction, ScanPipeline
 from cosmic_dagster.ptycho.quality import assess_output
 from cosmic_dagster.transfer.protocol import CopyOutcome
-
-COPY_CHECK = "copy_checksum_matches_source"
-RECON_CHECK = "reconstruction_quality"
 
 
 def _evaluation(
@@ -41,8 +39,8 @@ def copy_check(pipeline: ScanPipeline, key: str, outcome: CopyOutcome) -> AssetC
         passed = outcome.verified and outcome.bytes in (0, source.bytes)
         why = "verified by the transfer service, sizes agree" if passed else "copy not verified"
     return _evaluation(
-        "nersc_copy",
-        COPY_CHECK,
+        names.NERSC_COPY,
+        names.COPY_CHECK,
         key,
         passed,
         why,
@@ -75,8 +73,8 @@ def reconstruction_check(
         problems.append(f"object error {object_error:.3f} > {max_object_error}")
     description = "; ".join(problems) if problems else "finite output, converged, within bounds"
     return _evaluation(
-        "reconstruction",
-        RECON_CHECK,
+        names.RECONSTRUCTION,
+        names.QUALITY_CHECK,
         key,
         not problems,
         description,

@@ -2,4 +2,6 @@
 
 import dagster as dg
 
-scans = dg.DynamicPartitionsDefinition(name="scans")
+from cosmic_dagster import names
+
+scans = dg.DynamicPartitionsDefinition(name=names.PARTITIONS)

@@ -9,7 +9,7 @@ from typing import Any
 import dagster as dg
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
-from cosmic_dagster.defs.checks import COPY_CHECK, RECON_CHECK
+from cosmic_dagster import names
 from cosmic_dagster.defs.partitions import scans
 
 STAGES = ("detected", "registered", "copied", "reconstructed", "checked")
@@ -23,12 +23,12 @@ class ScanProgress:
 
     @property
     def stage(self) -> str:
-        if "reconstruction" in self.metadata and RECON_CHECK in self.checks:
+        if names.RECONSTRUCTION in self.metadata and names.QUALITY_CHECK in self.checks:
             return "checked"
         for asset, stage in (
-            ("reconstruction", "reconstructed"),
-            ("nersc_copy", "copied"),
-            ("raw_scan", "registered"),
+            (names.RECONSTRUCTION, "reconstructed"),
+            (names.NERSC_COPY, "copied"),
+            (names.RAW_SCAN, "registered"),
         ):
             if asset in self.metadata:
                 return stage
@@ -36,7 +36,7 @@ class ScanProgress:
 
     @property
     def passed(self) -> bool:
-        return self.checks.get(COPY_CHECK, False) and self.checks.get(RECON_CHECK, False)
+        return self.checks.get(names.COPY_CHECK, False) and self.checks.get(names.QUALITY_CHECK, False)
 
 
 def _value(v: Any) -> Any:
@@ -46,7 +46,7 @@ def _value(v: Any) -> Any:
 def scan_progress(instance: dg.DagsterInstance, keys: Sequence[str] | None = None) -> dict[str, ScanProgress]:
     keys = list(keys) if keys is not None else instance.get_dynamic_partitions(scans.name)
     out = {key: ScanProgress(key) for key in keys}
-    for asset in ("raw_scan", "nersc_copy", "reconstruction"):
+    for asset in (names.RAW_SCAN, names.NERSC_COPY, names.RECONSTRUCTION):
         records = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=keys), limit=10_000
         ).records
@@ -55,7 +55,7 @@ def scan_progress(instance: dg.DagsterInstance, keys: Sequence[str] | None = Non
             if mat is not None and mat.partition in out:
                 out[mat.partition].metadata[asset] = {k: _value(v) for k, v in mat.metadata.items()}
     storage = instance.event_log_storage
-    for asset, check in (("nersc_copy", COPY_CHECK), ("reconstruction", RECON_CHECK)):
+    for asset, check in ((names.NERSC_COPY, names.COPY_CHECK), (names.RECONSTRUCTION, names.QUALITY_CHECK)):
         history = storage.get_asset_check_execution_history(
             dg.AssetCheckKey(dg.AssetKey(asset), check), limit=10_000
         )

@@ -11,14 +11,13 @@ import time
 
 import dagster as dg
 
+from cosmic_dagster import names
 from cosmic_dagster.defs.assets import RAW
 from cosmic_dagster.defs.partitions import scans
 from cosmic_dagster.defs.resources import ArrivalsResource, StateResource
 from cosmic_dagster.domain.arrivals import Cursor, discover
 from cosmic_dagster.domain.scans import scan_key
 from cosmic_dagster.pipeline.stages import QUARANTINE
-
-SCAN_JOB = "scan_job"
 
 
 def _batch_run_key(keys: list[str]) -> str:
@@ -27,8 +26,8 @@ def _batch_run_key(keys: list[str]) -> str:
 
 def build_arrival_sensor(interval_s: int) -> dg.SensorDefinition:
     @dg.sensor(
-        name="scan_arrival_sensor",
-        job_name=SCAN_JOB,
+        name=names.ARRIVAL_SENSOR,
+        job_name=names.SCAN_JOB,
         minimum_interval_seconds=interval_s,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Registers complete new COSMIC scans as partitions and runs them in batches.",
@@ -73,9 +72,9 @@ def build_arrival_sensor(interval_s: int) -> dg.SensorDefinition:
                 dg.RunRequest(
                     run_key=_batch_run_key(batch),
                     tags={
-                        "dagster/asset_partition_range_start": batch[0],
-                        "dagster/asset_partition_range_end": batch[-1],
-                        "cosmic/scans": str(len(batch)),
+                        names.TAG_RANGE_START: batch[0],
+                        names.TAG_RANGE_END: batch[-1],
+                        names.TAG_SCANS: str(len(batch)),
                     },
                 )
                 for batch in batches

@@ -20,13 +20,11 @@ from typing import Any
 
 import requests
 
+from cosmic_dagster import names
+
 MAX_ERROR_CHARS = 300
 MAX_LISTED_SCANS = 10
 
-PARTITION_TAG = "dagster/partition"
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
-WILL_RETRY_TAG = "dagster/will_retry"  # set on a failed run when run retries will re-execute it
 
 _SCAN_LINE = re.compile(r"^- (?P<scan>[A-Za-z0-9_.-]+): (?P<asset>[a-z_]+): (?P<error>.*)$")
 
@@ -65,9 +63,9 @@ def parse_scan_failures(text: str) -> list[ScanFailure]:
 
 def run_scans(tags: Mapping[str, str]) -> list[str]:
     """The run's scans as its tags name them: [key], [first, last] of a range, or []."""
-    if tags.get(PARTITION_TAG):
-        return [tags[PARTITION_TAG]]
-    start, end = tags.get(RANGE_START_TAG), tags.get(RANGE_END_TAG)
+    if tags.get(names.TAG_PARTITION):
+        return [tags[names.TAG_PARTITION]]
+    start, end = tags.get(names.TAG_RANGE_START), tags.get(names.TAG_RANGE_END)
     if start and end:
         return [start] if start == end else [start, end]
     return []
@@ -91,7 +89,7 @@ def build_alert(run: FailedRun, ui_url: str) -> dict[str, Any]:
     scans = [failure for _, found in parsed for failure in found]
     general = "\n".join(text for text, found in parsed if not found)
     run_range = run_scans(run.tags)
-    will_retry = run.tags.get(WILL_RETRY_TAG) == "true"
+    will_retry = run.tags.get(names.TAG_WILL_RETRY) == "true"
 
     head = f"Run {run.run_id[:8]} of {run.job} failed"
     if run_range:

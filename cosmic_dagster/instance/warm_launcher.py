@@ -48,13 +48,11 @@ from dagster._core.storage.dagster_run import DagsterRun
 from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import ConfigurableClass, ConfigurableClassData, serialize_value
 
+from cosmic_dagster import names
 from cosmic_dagster.domain.processes import process_start_time
 
 # -------------------------------------------------------------------------------------------------
 
-PID_TAG = "cosmic/run_worker_pid"
-START_TAG = "cosmic/run_worker_start"
-HOST_TAG = "cosmic/run_worker_host"
 RECYCLE_CHECK_S = 15.0
 
 
@@ -68,12 +66,20 @@ class WorkerRef:
 
     @classmethod
     def from_tags(cls, tags: Mapping[str, str]) -> WorkerRef | None:
-        if PID_TAG not in tags:
+        if names.TAG_WORKER_PID not in tags:
             return None
-        return cls(int(tags[PID_TAG]), tags.get(START_TAG, ""), tags.get(HOST_TAG, ""))
+        return cls(
+            int(tags[names.TAG_WORKER_PID]),
+            tags.get(names.TAG_WORKER_START, ""),
+            tags.get(names.TAG_WORKER_HOST, ""),
+        )
 
     def tags(self) -> dict[str, str]:
-        return {PID_TAG: str(self.pid), START_TAG: self.start, HOST_TAG: self.host}
+        return {
+            names.TAG_WORKER_PID: str(self.pid),
+            names.TAG_WORKER_START: self.start,
+            names.TAG_WORKER_HOST: self.host,
+        }
 
     @property
     def local(self) -> bool:

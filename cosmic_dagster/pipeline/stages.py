@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cosmic_dagster import names
 from cosmic_dagster.compute.jobscript import SlurmDirectives, job_name, params_digest, render_script
 from cosmic_dagster.compute.protocol import Compute, JobOutcome, JobSpec
 from cosmic_dagster.domain.arrivals import Lister
@@ -26,7 +27,6 @@ from cosmic_dagster.transfer.protocol import BatchReport, Transfer, TransferItem
 
 REGISTRATION = "registration"
 COPY = "copy"
-RECON = "reconstruction"
 QUARANTINE = "quarantine"
 
 
@@ -105,7 +105,7 @@ class ScanPipeline:
             sha256 = sha256_file(path)
         except (CxiError, ScanPathError, ValueError, OSError, StageError) as exc:
             reason = str(exc)
-            self.quarantine(key, "raw_scan", reason)
+            self.quarantine(key, names.RAW_SCAN, reason)
             raise StageError(reason) from exc
         reg = Registration(key, relpath, stat.st_size, sha256, stat.st_mtime, summary.to_metadata())
         self.ledger.put(REGISTRATION, key, asdict(reg))
@@ -124,7 +124,7 @@ class ScanPipeline:
             if entry.size == 0:
                 raise StageError(f"{name}: empty file (0 bytes)")
         except (ValueError, StageError) as exc:
-            self.quarantine(key, "raw_scan", str(exc))
+            self.quarantine(key, names.RAW_SCAN, str(exc))
             raise StageError(str(exc)) from exc
         summary = {"validated": "by the reconstruction job (no local access to the raw data)"}
         reg = Registration(key, relpath, entry.size, "", entry.mtime, summary)
@@ -160,7 +160,7 @@ class ScanPipeline:
                 self.ledger.put(COPY, key, {**asdict(outcome), "task_id": report.task_id})
             else:
                 errors[key] = outcome.error or "copy not verified"
-                self.quarantine(key, "nersc_copy", errors[key])
+                self.quarantine(key, names.NERSC_COPY, errors[key])
         return report, errors
 
     def copy_record(self, key: str) -> dict[str, Any]:
@@ -233,7 +233,9 @@ class ScanPipeline:
             summary=summary,
             preview=preview,
         )
-        self.ledger.put(RECON, key, {"workdir": spec.workdir, "job_id": job.job_id, "summary": summary})
+        self.ledger.put(
+            names.RECONSTRUCTION, key, {"workdir": spec.workdir, "job_id": job.job_id, "summary": summary}
+        )
         return recon
 
     def _fetch_preview(self, key: str, spec: JobSpec) -> str | None:

@@ -17,9 +17,9 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from cosmic_dagster import names
 from cosmic_dagster.config import Settings
 from cosmic_dagster.definitions import build_definitions
-from cosmic_dagster.defs.alert_sensor import ALERT_SENSOR
 from cosmic_dagster.domain.alerts import AlertDeliveryError
 from cosmic_dagster.domain.scans import scan_key
 from tests.webhook_receiver import TOKEN, Receiver
@@ -61,7 +61,7 @@ def alert_ticks(
     settings: Settings, instance: dg.DagsterInstance, url: str | None, cursor: str | None = None
 ) -> Ticks:
     defs = build_definitions(dataclasses.replace(settings, alert_webhook_url=url, ui_url=UI))
-    return Ticks(defs.resolve_sensor_def(ALERT_SENSOR), instance, cursor)
+    return Ticks(defs.resolve_sensor_def(names.ALERT_SENSOR), instance, cursor)
 
 
 def failed_batch(settings: Settings, instance: dg.DagsterInstance, keys: list[str]) -> str:

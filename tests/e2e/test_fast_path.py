@@ -23,11 +23,12 @@ import dagster as dg
 import pytest
 from dagster_graphql import DagsterGraphQLClient
 
+from cosmic_dagster import names
 from cosmic_dagster.config import Settings
 from cosmic_dagster.domain.ledger import Ledger
 from cosmic_dagster.domain.processes import process_start_time
 from cosmic_dagster.domain.scans import scan_key
-from cosmic_dagster.instance.warm_launcher import PID_TAG, WarmRunLauncher, WorkerRef
+from cosmic_dagster.instance.warm_launcher import WarmRunLauncher, WorkerRef
 from cosmic_dagster.instance.warm_worker import changed_files, user_code_fingerprint
 from tests.e2e.conftest import LiveInstance, start_live_instance
 
@@ -201,7 +202,7 @@ def test_a_killed_run_worker_is_detected_and_the_retry_reattaches(fast):
     job_id, _ = wait_for_running_job(live, key)
     run = live.instance.get_run_by_id(run_id)
     assert run is not None
-    os.kill(int(run.tags[PID_TAG]), signal.SIGKILL)
+    os.kill(int(run.tags[names.TAG_WORKER_PID]), signal.SIGKILL)
 
     live.wait_for(
         "run monitoring to fail the run", lambda: run_status(live, run_id) == dg.DagsterRunStatus.FAILURE

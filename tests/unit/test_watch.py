@@ -12,13 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from cosmic_dagster.cli.watch import (
-    SEGMENT_TAG,
-    Watcher,
-    WatchState,
-    contiguous_segments,
-    sensor_grace_from_env,
-)
+from cosmic_dagster import names
+from cosmic_dagster.cli.watch import Watcher, WatchState, contiguous_segments, sensor_grace_from_env
 from cosmic_dagster.domain.arrivals import DirectoryLister
 
 DAY = "2026/11/261124"
@@ -174,7 +169,7 @@ def test_a_launch_whose_answer_was_lost_is_not_repeated(root):
     assert len(api.runs) == 1
     watcher(api, root, clock).poll()
     assert len(api.runs) == 1
-    assert api.runs[0][2][SEGMENT_TAG]
+    assert api.runs[0][2][names.TAG_WATCH_SEGMENT]
     assert WatchState.load(w.state_path).batches == []
 
 

@@ -1,0 +1,39 @@
+"""Names that Dagster definitions, the operator's tools and the alerts must spell alike.
+
+A job, asset, check or tag name is part of the wire between the code server, the webserver's
+GraphQL API, the watcher and stored run records: renaming one here renames it everywhere, and
+changing one orphans the runs and materializations recorded under the old name.
+"""
+
+PARTITIONS = "scans"
+
+RAW_SCAN = "raw_scan"
+NERSC_COPY = "nersc_copy"
+RECONSTRUCTION = "reconstruction"
+PIPELINE_ASSETS = (RAW_SCAN, NERSC_COPY, RECONSTRUCTION)
+SCAN_STEP = "scan_pipeline"
+
+COPY_CHECK = "copy_checksum_matches_source"
+QUALITY_CHECK = "reconstruction_quality"
+
+SCAN_JOB = "scan_job"
+RECON_JOB = "reconstruction_job"
+
+ARRIVAL_SENSOR = "scan_arrival_sensor"
+ALERT_SENSOR = "run_failure_alerts"
+
+# Dagster's own run tags that our code reads or writes.
+TAG_PARTITION = "dagster/partition"
+TAG_RANGE_START = "dagster/asset_partition_range_start"
+TAG_RANGE_END = "dagster/asset_partition_range_end"
+TAG_WILL_RETRY = "dagster/will_retry"
+TAG_PARENT_RUN = "dagster/parent_run_id"
+
+# Our run tags.
+TAG_SCANS = "cosmic/scans"
+TAG_SUBMITTED_BY = "cosmic/submitted-by"
+TAG_ACTION = "cosmic/action"
+TAG_WATCH_SEGMENT = "cosmic/watch-segment"
+TAG_WORKER_PID = "cosmic/run_worker_pid"
+TAG_WORKER_START = "cosmic/run_worker_start"
+TAG_WORKER_HOST = "cosmic/run_worker_host"
