@@ -16,8 +16,8 @@ from cosmic_dagster.defs.assets import RAW
 from cosmic_dagster.defs.partitions import scans
 from cosmic_dagster.defs.resources import ArrivalsResource, StateResource
 from cosmic_dagster.domain.arrivals import Cursor, discover
+from cosmic_dagster.domain.quarantine import Quarantine
 from cosmic_dagster.domain.scans import scan_key
-from cosmic_dagster.pipeline.stages import QUARANTINE
 
 
 def _batch_run_key(keys: list[str]) -> str:
@@ -45,10 +45,10 @@ def build_arrival_sensor(interval_s: int) -> dg.SensorDefinition:
             accept=arrivals.rejection,
         )
         if found.rejections:
-            ledger = state.ledger()
+            quarantine = Quarantine(state.ledger())
             for rejection in found.rejections:
                 context.log.warning(f"not registering {rejection.relpath}: {rejection.reason}")
-                ledger.put(QUARANTINE, rejection.relpath, {"stage": "sensor", "reason": rejection.reason})
+                quarantine.add(rejection.relpath, "sensor", rejection.reason)
         if not found.arrivals:
             context.update_cursor(found.cursor.dump())
             return dg.SkipReason(f"no new complete scans ({found.pending} settling or waiting)")

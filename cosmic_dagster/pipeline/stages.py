@@ -21,13 +21,13 @@ from cosmic_dagster.compute.protocol import Compute, JobOutcome, JobSpec
 from cosmic_dagster.domain.arrivals import Lister
 from cosmic_dagster.domain.checksums import sha256_file
 from cosmic_dagster.domain.ledger import Ledger
+from cosmic_dagster.domain.quarantine import Quarantine
 from cosmic_dagster.domain.scans import ScanPathError, relpath_for_key, resolve_under_root
 from cosmic_dagster.ptycho.cxi import CxiError, read_summary
 from cosmic_dagster.transfer.protocol import BatchReport, Transfer, TransferItem
 
 REGISTRATION = "registration"
 COPY = "copy"
-QUARANTINE = "quarantine"
 
 
 class StageError(RuntimeError):
@@ -109,7 +109,7 @@ class ScanPipeline:
             raise StageError(reason) from exc
         reg = Registration(key, relpath, stat.st_size, sha256, stat.st_mtime, summary.to_metadata())
         self.ledger.put(REGISTRATION, key, asdict(reg))
-        self.ledger.delete(QUARANTINE, key)
+        Quarantine(self.ledger).clear(key)
         return reg
 
     def _register_remote(self, key: str) -> Registration:
@@ -129,7 +129,7 @@ class ScanPipeline:
         summary = {"validated": "by the reconstruction job (no local access to the raw data)"}
         reg = Registration(key, relpath, entry.size, "", entry.mtime, summary)
         self.ledger.put(REGISTRATION, key, asdict(reg))
-        self.ledger.delete(QUARANTINE, key)
+        Quarantine(self.ledger).clear(key)
         return reg
 
     def registration(self, key: str) -> Registration:
@@ -140,7 +140,7 @@ class ScanPipeline:
 
     def quarantine(self, key: str, stage: str, reason: str) -> None:
         """Record why a scan cannot be processed; the file itself is never moved or deleted."""
-        self.ledger.put(QUARANTINE, key, {"stage": stage, "reason": reason, "at": time.time()})
+        Quarantine(self.ledger).add(relpath_for_key(key), stage, reason)
 
     # --- nersc_copy --------------------------------------------------------------------------
     def copy(self, keys: Sequence[str], label: str) -> tuple[BatchReport, dict[str, str]]:

@@ -9,8 +9,8 @@ from cosmic_dagster.definitions import build_definitions
 from cosmic_dagster.defs.profiles import resources_for
 from cosmic_dagster.defs.progress import scan_progress
 from cosmic_dagster.domain.ledger import Ledger
+from cosmic_dagster.domain.quarantine import KIND as QUARANTINE
 from cosmic_dagster.domain.scans import scan_key
-from cosmic_dagster.pipeline.stages import QUARANTINE
 
 
 def run_batch(defs, instance, keys, job="scan_job", run_config=None):
@@ -102,7 +102,7 @@ def test_sensor_registers_batches_and_refuses_escaping_symlinks(settings, beamli
     ledger = Ledger(settings.state_dir / "ledger.sqlite")
     assert (
         "outside the beamline root"
-        in ledger.get(QUARANTINE, str(evil.relative_to(settings.beamline_root)))["reason"]
+        in ledger.get(QUARANTINE, scan_key(str(evil.relative_to(settings.beamline_root))))["reason"]
     )
     instance.add_dynamic_partitions("scans", keys)
     again = sensor(

@@ -8,8 +8,8 @@ import dagster as dg
 import pytest
 
 from cosmic_dagster.domain.ledger import Ledger
+from cosmic_dagster.domain.quarantine import KIND as QUARANTINE
 from cosmic_dagster.domain.scans import scan_key
-from cosmic_dagster.pipeline.stages import QUARANTINE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -57,7 +57,7 @@ def test_stream_with_bad_inputs(live, tmp_path):
     )
     partitions = live.instance.get_dynamic_partitions("scans")
     assert scan_key(f"{day}/link_out.cxi") not in partitions
-    assert "outside the beamline root" in ledger.get(QUARANTINE, f"{day}/link_out.cxi")["reason"]
+    assert "outside the beamline root" in ledger.get(QUARANTINE, scan_key(f"{day}/link_out.cxi"))["reason"]
     assert not any("900" in k for k in partitions)  # the .tmp file was never registered
     for path in [*bad.values(), f"{day}/link_out.cxi"]:
         assert (live.settings.beamline_root / path).exists()  # nothing deleted or moved
