@@ -23,18 +23,21 @@ demo: install
 deploy-local: install
 	$(BIN)/cosmic-dagster deploy up $(DEPLOY_ARGS)
 
-## test: the whole suite (unit, contract, end-to-end through the real daemon, real Slurm)
-test: install
-	$(BIN)/ruff check cosmic_dagster tests benchmarks
+## test: the static checks, then the whole suite (unit, contract, end-to-end through the real
+## daemon, real Slurm)
+test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 ## test-fast: everything not marked slow
 test-fast: install
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
+## lint: ruff, the import rules (.importlinter) and the type checker
 lint: install
 	$(BIN)/ruff check cosmic_dagster tests benchmarks
 	$(BIN)/ruff format --check cosmic_dagster tests benchmarks
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 format: install
 	$(BIN)/ruff format cosmic_dagster tests benchmarks

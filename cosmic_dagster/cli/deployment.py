@@ -136,12 +136,11 @@ def open_instance(dagster_home: Path, pg: PostgresSettings) -> DagsterInstance:
     they are set only for that moment, so this process's environment is left as it was.
     """
     from dagster import DagsterInstance
-    from dagster._core.instance.ref import InstanceRef
 
     saved = {k: os.environ.get(k) for k in pg.env()}
     os.environ.update(pg.env())
     try:
-        return DagsterInstance.from_ref(InstanceRef.from_dir(str(dagster_home)))
+        return DagsterInstance.from_config(str(dagster_home))
     finally:
         for key, value in saved.items():
             if value is None:

@@ -47,9 +47,8 @@ def prepare_home(dagster_home: Path, instance_yaml: Path = PROJECT_ROOT / "dagst
     # Create/migrate the SQLite storages once, here: the daemon and the webserver starting
     # together on a fresh home would both run the schema migrations and one would crash.
     from dagster import DagsterInstance
-    from dagster._core.instance.ref import InstanceRef
 
-    with DagsterInstance.from_ref(InstanceRef.from_dir(str(dagster_home))) as instance:
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
         instance.get_runs(limit=1)
         instance.get_dynamic_partitions(names.PARTITIONS)
 

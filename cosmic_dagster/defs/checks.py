@@ -6,7 +6,6 @@ import math
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluation
 
 from cosmic_dagster import names
 from cosmic_dagster.pipeline.stages import Reconstruction, ScanPipeline
@@ -16,8 +15,8 @@ from cosmic_dagster.transfer.protocol import CopyOutcome
 
 def _evaluation(
     asset: str, name: str, key: str, passed: bool, description: str, metadata: dict
-) -> AssetCheckEvaluation:
-    return AssetCheckEvaluation(
+) -> dg.AssetCheckEvaluation:
+    return dg.AssetCheckEvaluation(
         asset_key=dg.AssetKey(asset),
         check_name=name,
         passed=passed,
@@ -29,7 +28,7 @@ def _evaluation(
     )
 
 
-def copy_check(pipeline: ScanPipeline, key: str, outcome: CopyOutcome) -> AssetCheckEvaluation:
+def copy_check(pipeline: ScanPipeline, key: str, outcome: CopyOutcome) -> dg.AssetCheckEvaluation:
     """The destination checksum equals the source's (or Globus verified it and sizes agree)."""
     source = pipeline.registration(key)
     if outcome.checksum_algorithm == "sha256" and outcome.checksum is not None:
@@ -54,7 +53,7 @@ def copy_check(pipeline: ScanPipeline, key: str, outcome: CopyOutcome) -> AssetC
 
 def reconstruction_check(
     key: str, result: Reconstruction, *, max_object_error: float
-) -> AssetCheckEvaluation:
+) -> dg.AssetCheckEvaluation:
     """Output exists and is finite; quality within bounds (a diverged reconstruction fails)."""
     summary = result.summary
     problems: list[str] = []

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
-from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from cosmic_dagster import names
 from cosmic_dagster.defs.partitions import scans
@@ -60,8 +59,6 @@ def scan_progress(instance: dg.DagsterInstance, keys: Sequence[str] | None = Non
             dg.AssetCheckKey(dg.AssetKey(asset), check), limit=10_000
         )
         for record in reversed(history):
-            if record.partition in out and record.status != AssetCheckExecutionRecordStatus.PLANNED:
-                out[record.partition].checks[check] = (
-                    record.status == AssetCheckExecutionRecordStatus.SUCCEEDED
-                )
+            if record.partition in out and record.status.value != "PLANNED":
+                out[record.partition].checks[check] = record.status.value == "SUCCEEDED"
     return out

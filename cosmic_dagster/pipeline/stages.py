@@ -115,6 +115,7 @@ class ScanPipeline:
     def _register_remote(self, key: str) -> Registration:
         """Without access to the raw data (agent at NERSC): size and time from the listing;
         integrity is then Globus's checksum verification, content validation the job's."""
+        assert self.remote_lister is not None
         try:
             relpath = relpath_for_key(key)
             folder, name = relpath.rsplit("/", 1) if "/" in relpath else ("", relpath)

@@ -354,12 +354,12 @@ def _read_blocks(frames: h5py.Dataset, path: Path, into: np.ndarray | None = Non
     """
     n_frames, height, width = frames.shape
     per_block = max(1, _BLOCK_BYTES // (height * width * frames.dtype.itemsize))
-    direct = into is not None and into.dtype == frames.dtype
-    buffer = None if direct else np.empty((min(per_block, n_frames), height, width), frames.dtype)
+    direct = into if into is not None and into.dtype == frames.dtype else None
+    scratch = direct if direct is not None else np.empty((min(per_block, n_frames), height, width), frames.dtype)
     total, peak = 0.0, -np.inf
     for start in range(0, n_frames, per_block):
         stop = min(start + per_block, n_frames)
-        block = into[start:stop] if direct else buffer[: stop - start]
+        block = scratch[start:stop] if direct is not None else scratch[: stop - start]
         try:
             frames.read_direct(block, np.s_[start:stop], np.s_[0 : stop - start])
         except (OSError, RuntimeError) as exc:
@@ -371,7 +371,7 @@ def _read_blocks(frames: h5py.Dataset, path: Path, into: np.ndarray | None = Non
             raise NonFiniteError(path, f"frame {bad} contains NaN or infinity", frames.name)
         total += float(block.sum(dtype=np.float64))
         peak = max(peak, float(block.max()))
-        if into is not None and not direct:
+        if into is not None and direct is None:
             into[start:stop] = block
     return total, peak
 

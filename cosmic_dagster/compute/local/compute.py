@@ -101,4 +101,4 @@ class LocalCompute(SchedulerCompute):
 
 
 def _alive(pid: int | None) -> bool:
-    return bool(pid) and process_start_time(pid) is not None
+    return pid is not None and pid > 0 and process_start_time(pid) is not None
