@@ -16,6 +16,10 @@ from urllib.parse import urlsplit
 PROFILES = ("local", "nersc", "slurm")
 
 
+RECOMMENDED_GRACE_S = 30.0  # COSMIC_SENSOR_GRACE_S with a watcher
+WATCHER_MIN_GRACE_S = 3.0
+
+
 class ConfigError(ValueError):
     """A setting is missing or invalid; the message names the variable and what is expected."""
 
@@ -69,7 +73,7 @@ class Settings:
     max_scans_per_tick: int
     max_scans_per_run: int
     sensor_interval_s: int
-    sensor_grace_s: float
+    sensor_grace_s: float | None  # None: unset, the sensor takes scans at once (no watcher)
     local_slots: int
     ui_url: str  # for links in alerts: {ui_url}/runs/{run_id}
     alert_webhook_url: str | None = field(repr=False)  # may embed a token: never shown
@@ -100,11 +104,31 @@ class Settings:
             max_scans_per_tick=int(_number(env, "COSMIC_MAX_SCANS_PER_TICK", 200, 1)),
             max_scans_per_run=int(_number(env, "COSMIC_MAX_SCANS_PER_RUN", 20, 1)),
             sensor_interval_s=int(_number(env, "COSMIC_SENSOR_INTERVAL_S", 5, 1)),
-            sensor_grace_s=_number(env, "COSMIC_SENSOR_GRACE_S", 0.0, 0),
+            sensor_grace_s=_number(env, "COSMIC_SENSOR_GRACE_S", 0.0, 0)
+            if env.get("COSMIC_SENSOR_GRACE_S")
+            else None,
             local_slots=int(_number(env, "COSMIC_LOCAL_SLOTS", max(1, os.cpu_count() or 1), 1)),
             ui_url=str(_url(env, "COSMIC_UI_URL", "http://localhost:3000")).rstrip("/"),
             alert_webhook_url=_url(env, "COSMIC_ALERT_WEBHOOK_URL", None, secret=True),
         )
+
+    def watcher_grace_s(self) -> float:
+        """The grace period as the push trigger needs it: set, and the daemon's value too.
+
+        A watcher next to a sensor that does not wait could launch the same scan as the sensor.
+        """
+        if self.sensor_grace_s is None:
+            raise ConfigError(
+                "COSMIC_SENSOR_GRACE_S is not set: give the Dagster daemon and the watcher the same value "
+                f"({RECOMMENDED_GRACE_S:g} s recommended) so the sensor leaves fresh scans to the watcher"
+            )
+        if self.sensor_grace_s < WATCHER_MIN_GRACE_S:
+            raise ConfigError(
+                f"COSMIC_SENSOR_GRACE_S={self.sensor_grace_s:g}: the watcher needs the sensor to wait at "
+                f"least {WATCHER_MIN_GRACE_S:g} s ({RECOMMENDED_GRACE_S:g} s recommended), or both could "
+                "launch the same scan"
+            )
+        return self.sensor_grace_s
 
 
 @dataclass(frozen=True)

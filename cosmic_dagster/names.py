@@ -22,6 +22,9 @@ RECON_JOB = "reconstruction_job"
 ARRIVAL_SENSOR = "scan_arrival_sensor"
 ALERT_SENSOR = "run_failure_alerts"
 
+# Metadata of the pipeline step's failure: the failed scans as structured data, for the alerts.
+META_SCAN_FAILURES = "scan_failures"
+
 # Dagster's own run tags that our code reads or writes.
 TAG_PARTITION = "dagster/partition"
 TAG_RANGE_START = "dagster/asset_partition_range_start"

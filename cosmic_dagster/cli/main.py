@@ -190,7 +190,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from cosmic_dagster.cli.watch import Watcher, path_rejection, sensor_grace_from_env
+    from cosmic_dagster.cli.watch import Watcher, path_rejection
     from cosmic_dagster.domain.arrivals import DirectoryLister
 
     settings = Settings.from_env()
@@ -199,7 +199,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         raise ConfigError(f"beamline root {root} is not a directory")
     if args.poll <= 0:
         raise ValueError(f"--poll must be > 0, got {args.poll}")
-    grace = sensor_grace_from_env()
+    grace = settings.watcher_grace_s()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     watcher = Watcher(
         DagsterApi(args.url, timeout_s=grace / 6),

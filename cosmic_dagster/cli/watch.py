@@ -32,11 +32,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -44,10 +43,10 @@ from typing import Any, Protocol
 from cosmic_dagster import names
 from cosmic_dagster.domain.arrivals import Cursor, Entry, Lister, discover
 from cosmic_dagster.domain.scans import PARTIAL_SUFFIXES, ScanPathError, resolve_under_root, scan_key
+from cosmic_dagster.files import write_atomic
 
 log = logging.getLogger("cosmic_dagster.cli.watch")
 
-DEFAULT_GRACE_S = 30.0
 #: How long after ``settle + grace`` the sensor has surely acted on a scan (tick + evaluation).
 SENSOR_TURN_S = 60.0
 
@@ -64,31 +63,6 @@ class Orchestrator(Protocol):
     def run_ids_with_tags(self, tags: dict[str, str], limit: int = 100) -> list[str]: ...
 
     def partition_statuses(self, asset: str) -> dict[str, list[str]]: ...
-
-
-def sensor_grace_from_env(env: Mapping[str, str] | None = None) -> float:
-    """``COSMIC_SENSOR_GRACE_S``: how long the sensor leaves a complete scan to the watcher.
-
-    Required, and must be the daemon's value too: a watcher next to a sensor that does not wait
-    could launch the same scan as the sensor.
-    """
-    env = os.environ if env is None else env
-    raw = env.get("COSMIC_SENSOR_GRACE_S")
-    if not raw:
-        raise ValueError(
-            "COSMIC_SENSOR_GRACE_S is not set: give the Dagster daemon and the watcher the same value "
-            f"({DEFAULT_GRACE_S:g} s recommended) so the sensor leaves fresh scans to the watcher"
-        )
-    try:
-        grace = float(raw)
-    except ValueError:
-        raise ValueError(f"COSMIC_SENSOR_GRACE_S={raw!r} is not a number") from None
-    if grace < 3:
-        raise ValueError(
-            f"COSMIC_SENSOR_GRACE_S={raw!r}: the watcher needs the sensor to wait at least 3 s "
-            f"({DEFAULT_GRACE_S:g} s recommended), or both could launch the same scan"
-        )
-    return grace
 
 
 class RenameAwareLister:
@@ -163,13 +137,7 @@ class WatchState:
             "cursor": self.cursor.dump(),
             "batches": [vars(b) for b in self.batches],
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump(body, f, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(body, sort_keys=True))
 
 
 class Watcher:

@@ -25,7 +25,7 @@ import time
 import dagster as dg
 
 from cosmic_dagster import names
-from cosmic_dagster.domain.alerts import AlertDeliveryError, FailedRun, build_alert, post_alert
+from cosmic_dagster.domain.alerts import AlertDeliveryError, FailedRun, ScanFailure, build_alert, post_alert
 
 INTERVAL_S = 5
 FETCH_LIMIT = 50
@@ -50,24 +50,30 @@ def _in_this_location(context: dg.SensorEvaluationContext, run: dg.DagsterRun) -
 
 
 def _failed_run(instance: dg.DagsterInstance, run: dg.DagsterRun, record: dg.EventLogRecord) -> FailedRun:
-    """The run's step failure texts; without any (worker crash, timeout) the run failure's own."""
-    errors = []
+    """The failed scans the pipeline step recorded, other step failure texts, and without any
+    (worker crash, timeout) the run failure's own text."""
+    errors: list[str] = []
+    scans: list[ScanFailure] = []
     steps = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records
     for step in steps:
         event = step.event_log_entry.dagster_event
         data = event.step_failure_data if event else None
-        if data and data.user_failure_data and data.user_failure_data.description:
-            errors.append(data.user_failure_data.description)
+        user = data.user_failure_data if data else None
+        recorded = user.metadata.get(names.META_SCAN_FAILURES) if user else None
+        if isinstance(recorded, dg.JsonMetadataValue) and isinstance(recorded.data, list):
+            scans += [ScanFailure(**failure) for failure in recorded.data]
+        elif user and user.description:
+            errors.append(user.description)
         elif data and data.error:
             errors.append(data.error.message)
-    if not errors:
+    if not errors and not scans:
         event = record.event_log_entry.dagster_event
         job_data = event.job_failure_data if event else None
         if job_data and job_data.error:
             errors.append(job_data.error.message)
         else:
             errors.append(event.message if event and event.message else record.event_log_entry.user_message)
-    return FailedRun(run_id=run.run_id, job=run.job_name, tags=run.tags, errors=errors)
+    return FailedRun(run_id=run.run_id, job=run.job_name, tags=run.tags, errors=errors, scans=scans)
 
 
 def build_alert_sensor(webhook_url: str | None, ui_url: str) -> dg.SensorDefinition:

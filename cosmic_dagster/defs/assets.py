@@ -9,6 +9,7 @@ partitions show as failed (and "rerun failed" picks exactly them).
 
 import base64
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +22,7 @@ from cosmic_dagster.defs.checks import copy_check, reconstruction_check
 from cosmic_dagster.defs.partitions import scans
 from cosmic_dagster.defs.pools import pool_slot
 from cosmic_dagster.defs.resources import ArrivalsResource, ComputeResource, StateResource, TransferResource
+from cosmic_dagster.domain.alerts import ScanFailure, describe_failures
 from cosmic_dagster.pipeline.stages import ReconPlan, Reconstruction, ScanPipeline, StageError
 
 RAW = dg.AssetKey(names.RAW_SCAN)
@@ -125,14 +127,14 @@ def scan_pipeline(
     )
     selected = context.selected_asset_keys
     keys = list(context.partition_keys)
-    failed: dict[str, str] = {}
+    failed: dict[str, ScanFailure] = {}
 
     if RAW in selected:
         for key in keys:
             try:
                 reg = pipeline.register(key)
             except StageError as exc:
-                failed[key] = f"raw_scan: {exc}"
+                failed[key] = ScanFailure(key, names.RAW_SCAN, str(exc))
                 context.log.error(f"scan {key} quarantined: {exc}")
                 continue
             yield dg.AssetMaterialization(
@@ -151,7 +153,7 @@ def scan_pipeline(
         with pool_slot(context, transfer.pool):
             report, errors = pipeline.copy(todo, label=f"cosmic {context.run_id[:8]}")
         for key, reason in errors.items():
-            failed[key] = f"nersc_copy: {reason}"
+            failed[key] = ScanFailure(key, names.NERSC_COPY, reason)
             context.log.error(f"copy of scan {key} failed: {reason}")
         for key, outcome in report.outcomes.items():
             if not outcome.ok:
@@ -196,7 +198,7 @@ def scan_pipeline(
             ) from exc
         for key, result in results.items():
             if isinstance(result, StageError):
-                failed[key] = f"reconstruction: {result}"
+                failed[key] = ScanFailure(key, names.RECONSTRUCTION, str(result))
                 context.log.error(f"reconstruction of scan {key} failed: {result}")
                 continue
             yield dg.AssetMaterialization(
@@ -205,10 +207,12 @@ def scan_pipeline(
             yield reconstruction_check(key, result, max_object_error=config.max_object_error)
 
     if failed:
-        lines = "\n".join(f"- {key}: {reason}" for key, reason in failed.items())
         raise dg.Failure(
-            description=f"{len(failed)} of {len(keys)} scans failed:\n{lines}",
-            metadata={"failed_scans": sorted(failed)},
+            description=describe_failures(list(failed.values()), total=len(keys)),
+            metadata={
+                "failed_scans": sorted(failed),
+                names.META_SCAN_FAILURES: dg.MetadataValue.json([asdict(f) for f in failed.values()]),
+            },
             allow_retries=False,
         )
 

@@ -29,7 +29,7 @@ def _arrivals(settings: Settings, site: SiteSettings | None) -> ArrivalsResource
         beamline_root=str(settings.beamline_root),
         recent_days=settings.recent_days,
         settle_seconds=settings.settle_seconds,
-        watch_grace_seconds=settings.sensor_grace_s,
+        watch_grace_seconds=settings.sensor_grace_s or 0.0,
         max_scans_per_tick=settings.max_scans_per_tick,
         max_scans_per_run=settings.max_scans_per_run,
     )

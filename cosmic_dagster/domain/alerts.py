@@ -1,9 +1,9 @@
 """Failed-run alerts: a short message (scans, asset, error, link) posted to a chat webhook.
 
 The Dagster side (:mod:`cosmic_dagster.defs.alert_sensor`) hands over what a failed run left behind:
-its tags and the texts of its step failures. The pipeline's failure text names each failed scan
-on a line ``- <scan key>: <asset>: <reason>``; any other failure (worker crash, a bug) is reported
-as one error for the run's scans, read from its partition tags.
+its tags, the failed scans the pipeline step recorded (as structured failure metadata, see
+:func:`describe_failures`), and the texts of any other failure (worker crash, a bug), which are
+reported as one error for the run's scans, read from its partition tags.
 
 The payload is ``{"text": ...}``, which Slack and Mattermost incoming webhooks both render, plus
 the same facts as structured fields for other receivers. A webhook URL usually embeds a token, so
@@ -12,7 +12,6 @@ it never appears in a payload, an exception or a log line from here.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,9 +23,6 @@ from cosmic_dagster import names
 
 MAX_ERROR_CHARS = 300
 MAX_LISTED_SCANS = 10
-
-
-_SCAN_LINE = re.compile(r"^- (?P<scan>[A-Za-z0-9_.-]+): (?P<asset>[a-z_]+): (?P<error>.*)$")
 
 
 class AlertDeliveryError(RuntimeError):
@@ -45,20 +41,14 @@ class FailedRun:
     run_id: str
     job: str
     tags: Mapping[str, str]
-    errors: Sequence[str]  # step failure descriptions, or the run failure message
+    errors: Sequence[str]  # failures not tied to a scan: worker crash, a bug, the run's own message
+    scans: Sequence[ScanFailure] = ()  # what the pipeline step recorded per failed scan
 
 
-def parse_scan_failures(text: str) -> list[ScanFailure]:
-    """The per-scan lines of a pipeline failure; a reason's continuation lines stay with it."""
-    found: list[ScanFailure] = []
-    for line in text.splitlines():
-        match = _SCAN_LINE.match(line)
-        if match:
-            found.append(ScanFailure(match["scan"], match["asset"], match["error"]))
-        elif found and line.strip():
-            last = found[-1]
-            found[-1] = ScanFailure(last.scan, last.asset, f"{last.error} {line.strip()}")
-    return found
+def describe_failures(failures: Sequence[ScanFailure], total: int) -> str:
+    """The pipeline step's failure text in the UI: one line per failed scan."""
+    lines = "\n".join(f"- {f.scan}: {f.asset}: {f.error}" for f in failures)
+    return f"{len(failures)} of {total} scans failed:\n{lines}"
 
 
 def run_scans(tags: Mapping[str, str]) -> list[str]:
@@ -85,9 +75,8 @@ def _escape(text: str) -> str:
 def build_alert(run: FailedRun, ui_url: str) -> dict[str, Any]:
     """The webhook payload: ``text`` for chat, and the same facts as fields."""
     link = f"{ui_url.rstrip('/')}/runs/{run.run_id}"
-    parsed = [(text, parse_scan_failures(text)) for text in run.errors]
-    scans = [failure for _, found in parsed for failure in found]
-    general = "\n".join(text for text, found in parsed if not found)
+    scans = run.scans
+    general = "\n".join(run.errors)
     run_range = run_scans(run.tags)
     will_retry = run.tags.get(names.TAG_WILL_RETRY) == "true"
 

@@ -8,7 +8,6 @@ a stage can be rerun alone (e.g. only the reconstruction of one failed scan).
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,6 +22,7 @@ from cosmic_dagster.domain.checksums import sha256_file
 from cosmic_dagster.domain.ledger import Ledger
 from cosmic_dagster.domain.quarantine import Quarantine
 from cosmic_dagster.domain.scans import ScanPathError, relpath_for_key, resolve_under_root
+from cosmic_dagster.files import write_atomic
 from cosmic_dagster.ptycho.cxi import CxiError, read_summary
 from cosmic_dagster.transfer.protocol import BatchReport, Transfer, TransferItem
 
@@ -244,9 +244,5 @@ class ScanPipeline:
             data = self.compute.fetch(f"{spec.workdir}/preview.png")
         except Exception:
             return None
-        local = self.preview_dir / key / f"{Path(spec.workdir).name}.png"
-        local.parent.mkdir(parents=True, exist_ok=True)
-        tmp = local.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, local)
+        local = write_atomic(self.preview_dir / key / f"{Path(spec.workdir).name}.png", data)
         return str(local)

@@ -355,7 +355,9 @@ def _read_blocks(frames: h5py.Dataset, path: Path, into: np.ndarray | None = Non
     n_frames, height, width = frames.shape
     per_block = max(1, _BLOCK_BYTES // (height * width * frames.dtype.itemsize))
     direct = into if into is not None and into.dtype == frames.dtype else None
-    scratch = direct if direct is not None else np.empty((min(per_block, n_frames), height, width), frames.dtype)
+    scratch = (
+        direct if direct is not None else np.empty((min(per_block, n_frames), height, width), frames.dtype)
+    )
     total, peak = 0.0, -np.inf
     for start in range(0, n_frames, per_block):
         stop = min(start + per_block, n_frames)

@@ -7,7 +7,6 @@ verified is not made again.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -15,7 +14,16 @@ from pathlib import Path
 
 from cosmic_dagster.domain.checksums import sha256_file
 from cosmic_dagster.domain.scans import ScanPathError, resolve_under_root
+from cosmic_dagster.files import atomic_path
 from cosmic_dagster.transfer.protocol import BatchReport, CopyOutcome, TransferItem
+
+
+class _ChangedSinceRegistration(Exception):
+    """The copy's checksum is not the registered one: the copy is discarded, not published."""
+
+    def __init__(self, checksum: str):
+        super().__init__(checksum)
+        self.checksum = checksum
 
 
 class LocalTransfer:
@@ -51,24 +59,20 @@ class LocalTransfer:
             return outcome(verified=False, error=str(exc))
         if not source.is_file():
             return outcome(verified=False, error=f"source file vanished before its copy: {item.relpath}")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
         try:
-            with open(source, "rb") as src, open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst, 4 * 1024 * 1024)
-                dst.flush()
-                os.fsync(dst.fileno())
-            checksum = sha256_file(tmp)
-            if checksum != item.sha256:
-                tmp.unlink()
-                return outcome(
-                    verified=False,
-                    checksum=checksum,
-                    checksum_algorithm="sha256",
-                    error=f"checksum mismatch after copy of {item.relpath}: changed since registration?",
-                )
-            os.replace(tmp, dest)
+            with atomic_path(dest, unique=True) as tmp:
+                with open(source, "rb") as src, open(tmp, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 4 * 1024 * 1024)
+                checksum = sha256_file(tmp)
+                if checksum != item.sha256:
+                    raise _ChangedSinceRegistration(checksum)
+        except _ChangedSinceRegistration as exc:
+            return outcome(
+                verified=False,
+                checksum=exc.checksum,
+                checksum_algorithm="sha256",
+                error=f"checksum mismatch after copy of {item.relpath}: changed since registration?",
+            )
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             return outcome(verified=False, error=f"copy of {item.relpath} failed: {exc.strerror or exc}")
         return outcome(bytes=item.size, verified=True, checksum=checksum, checksum_algorithm="sha256")

@@ -11,8 +11,9 @@ from cosmic_dagster.domain.alerts import (
     MAX_ERROR_CHARS,
     AlertDeliveryError,
     FailedRun,
+    ScanFailure,
     build_alert,
-    parse_scan_failures,
+    describe_failures,
     post_alert,
     run_scans,
 )
@@ -29,25 +30,22 @@ def key(n: int) -> str:
     return f"NS_261124{n:03d}_ccdframes_0_0"
 
 
-def pipeline_failure(reasons: dict[str, str], total: int) -> str:
-    """The text assets.scan_pipeline puts into its dg.Failure."""
-    lines = "\n".join(f"- {k}: {reason}" for k, reason in reasons.items())
-    return f"{len(reasons)} of {total} scans failed:\n{lines}"
+def pipeline_failure(reasons: dict[str, str]) -> list[ScanFailure]:
+    """What assets.scan_pipeline records in its dg.Failure's metadata ("<asset>: <reason>" here)."""
+    return [ScanFailure(k, *reason.split(": ", 1)) for k, reason in reasons.items()]
 
 
-def test_each_failed_scan_is_parsed_with_its_asset_and_reason():
-    text = pipeline_failure(
+def test_the_step_failure_text_names_each_scan_with_its_asset_and_reason():
+    failures = pipeline_failure(
         {
             key(2): "raw_scan: NS_261124002_ccdframes_0_0.cxi: HDF5 file is truncated (2 of 3 bytes present)",
             "p.odd_-name.cxi": "reconstruction: job 17 FAILED: exit code 1\n  Traceback: out of memory",
-        },
-        total=3,
+        }
     )
-    first, second = parse_scan_failures(text)
-    assert (first.scan, first.asset) == (key(2), "raw_scan") and "truncated" in first.error
-    assert (second.scan, second.asset) == ("p.odd_-name.cxi", "reconstruction")
-    assert second.error == "job 17 FAILED: exit code 1 Traceback: out of memory"  # continuation kept
-    assert parse_scan_failures("KeyError: 'frames'\n") == []
+    text = describe_failures(failures, total=3)
+    truncated = "NS_261124002_ccdframes_0_0.cxi: HDF5 file is truncated (2 of 3 bytes present)"
+    assert text.splitlines()[:2] == ["2 of 3 scans failed:", f"- {key(2)}: raw_scan: {truncated}"]
+    assert "- p.odd_-name.cxi: reconstruction: job 17 FAILED: exit code 1" in text
 
 
 def test_run_scans_come_from_the_partition_tags():
@@ -63,7 +61,8 @@ def test_the_alert_names_scan_asset_error_and_link():
         run_id="0123456789abcdef",
         job="scan_job",
         tags=RANGE,
-        errors=[pipeline_failure({key(2): "nersc_copy: checksum mismatch at destination"}, total=3)],
+        errors=[],
+        scans=pipeline_failure({key(2): "nersc_copy: checksum mismatch at destination"}),
     )
     alert = build_alert(run, UI)
     link = "http://cosmic.example:3000/runs/0123456789abcdef"
@@ -81,7 +80,7 @@ def test_the_alert_names_scan_asset_error_and_link():
 
 def test_a_long_failure_is_truncated_per_scan_and_lists_at_most_ten():
     reasons = {key(n): "reconstruction: " + "x" * 1000 for n in range(1, 16)}
-    run = FailedRun("r" * 36, "scan_job", RANGE, [pipeline_failure(reasons, total=20)])
+    run = FailedRun("r" * 36, "scan_job", RANGE, [], pipeline_failure(reasons))
     alert = build_alert(run, UI)
     bullets = [line for line in alert["text"].splitlines() if line.startswith("•")]
     assert len(bullets) == 11 and bullets[-1] == "• …and 5 more"

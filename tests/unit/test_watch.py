@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from cosmic_dagster import names
-from cosmic_dagster.cli.watch import Watcher, WatchState, contiguous_segments, sensor_grace_from_env
+from cosmic_dagster.cli.watch import Watcher, WatchState, contiguous_segments
+from cosmic_dagster.config import Settings
 from cosmic_dagster.domain.arrivals import DirectoryLister
 
 DAY = "2026/11/261124"
@@ -221,6 +222,9 @@ def test_state_file_is_replaced_atomically_and_bad_state_is_a_clear_error(root):
 
 
 def test_grace_must_leave_the_watcher_room():
+    def sensor_grace_from_env(env: dict[str, str]) -> float:
+        return Settings.from_env(env).watcher_grace_s()
+
     assert sensor_grace_from_env({"COSMIC_SENSOR_GRACE_S": "12"}) == 12.0
     with pytest.raises(ValueError, match="is not set"):
         sensor_grace_from_env({})

@@ -19,14 +19,14 @@ import sys
 import time
 from pathlib import Path
 
+from cosmic_dagster.files import write_atomic
+
 
 def write_status(job_dir: Path, **fields: object) -> None:
     path = job_dir / "status.json"
     current = json.loads(path.read_text()) if path.exists() else {}
     current.update(fields)
-    tmp = job_dir / "status.json.tmp"
-    tmp.write_text(json.dumps(current))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(current))
 
 
 def acquire_slot(slots_dir: Path, slots: int) -> int:
