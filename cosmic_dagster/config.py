@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from cosmic_dagster.errors import CosmicError
+
 PROFILES = ("local", "nersc", "slurm")
 
 
@@ -20,7 +22,7 @@ RECOMMENDED_GRACE_S = 30.0  # COSMIC_SENSOR_GRACE_S with a watcher
 WATCHER_MIN_GRACE_S = 3.0
 
 
-class ConfigError(ValueError):
+class ConfigError(CosmicError, ValueError):
     """A setting is missing or invalid; the message names the variable and what is expected."""
 
 

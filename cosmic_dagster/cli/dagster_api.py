@@ -13,12 +13,13 @@ from typing import Any
 import requests
 
 from cosmic_dagster import names
+from cosmic_dagster.errors import CosmicError
 
 LOCATION = "cosmic_dagster"
 REPOSITORY = "__repository__"
 
 
-class GraphQLError(RuntimeError):
+class GraphQLError(CosmicError, RuntimeError):
     pass
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 from cosmic_dagster import names
 from cosmic_dagster.cli.dagster_api import DagsterApi, GraphQLError
 from cosmic_dagster.config import ConfigError, Settings
-from cosmic_dagster.domain.scans import ScanPathError, relpath_under_root, scan_key
+from cosmic_dagster.domain.scans import relpath_under_root, scan_key
+from cosmic_dagster.errors import CosmicError
 
 PIPELINE_ASSETS = [names.RAW_SCAN, names.NERSC_COPY, names.RECONSTRUCTION]
 
@@ -198,7 +199,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     if not root.is_dir():
         raise ConfigError(f"beamline root {root} is not a directory")
     if args.poll <= 0:
-        raise ValueError(f"--poll must be > 0, got {args.poll}")
+        raise ConfigError(f"--poll must be > 0, got {args.poll}")
     grace = settings.watcher_grace_s()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     watcher = Watcher(
@@ -302,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, ScanPathError, GraphQLError, ValueError) as exc:
+    except CosmicError as exc:
         print(f"cosmic-dagster {args.command}: {exc}", file=sys.stderr)
         return 2
 

@@ -20,6 +20,8 @@ import shlex
 from dataclasses import asdict, dataclass
 from typing import ClassVar
 
+from cosmic_dagster.errors import CosmicError
+
 DEFAULT_PTYCHOCAM_WRAPPER = (
     "/global/cfs/cdirs/als/data_mover/ptycho/cosmic_reconstruction_at_nersc/c_ptychocam/"
     "ptychocam_reconstruction.sh"
@@ -51,7 +53,7 @@ _CONSTRAINT = re.compile(r"[A-Za-z0-9_.&|,:*\[\]-]+")
 _MAX_JOB_NAME = 200
 
 
-class JobScriptError(ValueError):
+class JobScriptError(CosmicError, ValueError):
     """A job parameter or path that cannot go into a script."""
 
 

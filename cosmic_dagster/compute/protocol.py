@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from cosmic_dagster.errors import CosmicError
+
 #: Slurm terminal states (the strings sfapi-client's ``JobState`` uses).
 SUCCESS_STATES = frozenset({"COMPLETED"})
 FAILURE_STATES = frozenset(
@@ -57,17 +59,7 @@ class JobOutcome:
         return max(0.0, self.ended_at - self.started_at)
 
 
-class JobFailed(RuntimeError):
-    """A job ended in a failure state; carries the outcome (state, log tail) for a clear message."""
-
-    def __init__(self, outcome: JobOutcome, message: str | None = None):
-        self.outcome = outcome
-        tail = outcome.log_tail.strip()
-        text = message or f"job {outcome.job_id} ended {outcome.state}"
-        super().__init__(f"{text}\n--- last lines of the job output ---\n{tail}" if tail else text)
-
-
-class ComputeUnavailable(RuntimeError):
+class ComputeUnavailable(CosmicError, RuntimeError):
     """The compute system cannot take jobs now (machine down, auth failed); nothing was submitted."""
 
 

@@ -20,12 +20,13 @@ from typing import Any
 import requests
 
 from cosmic_dagster import names
+from cosmic_dagster.errors import CosmicError
 
 MAX_ERROR_CHARS = 300
 MAX_LISTED_SCANS = 10
 
 
-class AlertDeliveryError(RuntimeError):
+class AlertDeliveryError(CosmicError, RuntimeError):
     """The webhook did not take an alert. The message says why, never where (no URL)."""
 
 

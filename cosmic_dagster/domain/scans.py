@@ -16,6 +16,8 @@ import os
 import re
 from pathlib import Path, PurePosixPath
 
+from cosmic_dagster.errors import CosmicError
+
 KEY_CHARS = re.compile(r"^[A-Za-z0-9_.-]+$")
 _CANONICAL = re.compile(
     r"^(?P<yyyy>\d{4})/(?P<mm>\d{2})/(?P<yymmdd>\d{6})/"
@@ -30,7 +32,7 @@ PARTIAL_SUFFIXES = (".tmp", ".part", ".partial")
 SCAN_SUFFIXES = (".cxi",)
 
 
-class ScanPathError(ValueError):
+class ScanPathError(CosmicError, ValueError):
     """A path that must not enter the pipeline (escapes the root, not a scan, unreadable...)."""
 
 

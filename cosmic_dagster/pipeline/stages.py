@@ -22,6 +22,7 @@ from cosmic_dagster.domain.checksums import sha256_file
 from cosmic_dagster.domain.ledger import Ledger
 from cosmic_dagster.domain.quarantine import Quarantine
 from cosmic_dagster.domain.scans import ScanPathError, relpath_for_key, resolve_under_root
+from cosmic_dagster.errors import CosmicError
 from cosmic_dagster.files import write_atomic
 from cosmic_dagster.ptycho.cxi import CxiError, read_summary
 from cosmic_dagster.transfer.protocol import BatchReport, Transfer, TransferItem
@@ -30,7 +31,7 @@ REGISTRATION = "registration"
 COPY = "copy"
 
 
-class StageError(RuntimeError):
+class StageError(CosmicError, RuntimeError):
     """One scan could not pass a stage; the message says why in operator terms."""
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from cosmic_dagster.errors import CosmicError
 from cosmic_dagster.ptycho import layout, optics
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -25,7 +26,7 @@ _DISTANCE_M_RANGE = (1e-3, 100.0)
 _PIXEL_M_RANGE = (1e-7, 1e-2)
 
 
-class CxiError(ValueError):
+class CxiError(CosmicError, ValueError):
     """A scan file that cannot be used; the message names the file and, if any, the dataset."""
 
     def __init__(self, path: str | os.PathLike[str], reason: str, dataset: str | None = None) -> None:

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from cosmic_dagster.errors import CosmicError
+
 
 @dataclass(frozen=True)
 class TransferItem:
@@ -50,7 +52,7 @@ class BatchReport:
     task_url: str | None = None
 
 
-class TransferError(RuntimeError):
+class TransferError(CosmicError, RuntimeError):
     """A whole batch could not be copied (bad config, auth, service down after retries)."""
 
 

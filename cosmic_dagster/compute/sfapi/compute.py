@@ -47,6 +47,7 @@ from cosmic_dagster.compute.base import JobStatus, SchedulerCompute
 from cosmic_dagster.compute.protocol import TERMINAL_STATES, ComputeUnavailable, JobSpec
 from cosmic_dagster.config import ConfigError
 from cosmic_dagster.domain.ledger import Ledger
+from cosmic_dagster.errors import CosmicError
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +225,7 @@ class SfapiCredentials:
 
 
 # --- the adapter -----------------------------------------------------------------------------------
-class SfapiError(RuntimeError):
+class SfapiError(CosmicError, RuntimeError):
     """An SFAPI call failed; the message names the call and the reason (never a secret)."""
 
 

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cosmic_dagster.compute.protocol import TERMINAL_STATES
+from cosmic_dagster.errors import CosmicError
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class SlurmJob:
     stdout_path: str | None
 
 
-class SlurmCommandError(RuntimeError):
+class SlurmCommandError(CosmicError, RuntimeError):
     """A Slurm command failed (after retries when the failure looked transient)."""
 
     def __init__(self, command: Sequence[str], returncode: int | None, stderr: str):

@@ -22,9 +22,10 @@ from typing import Any
 import yaml
 
 from cosmic_dagster.domain.scans import normalize_relpath
+from cosmic_dagster.errors import CosmicError
 
 
-class EndpointConfigError(ValueError):
+class EndpointConfigError(CosmicError, ValueError):
     """The endpoints file is missing, malformed, or does not name the endpoint asked for."""
 
 

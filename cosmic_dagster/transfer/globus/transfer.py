@@ -40,6 +40,7 @@ from globus_sdk.transport import RetryConfig
 
 from cosmic_dagster.domain.ledger import Ledger
 from cosmic_dagster.domain.scans import ScanPathError, normalize_relpath
+from cosmic_dagster.errors import CosmicError
 from cosmic_dagster.transfer.globus.endpoints import Endpoint, get_endpoint, load_endpoints
 from cosmic_dagster.transfer.protocol import BatchReport, CopyOutcome, TransferError, TransferItem
 
@@ -62,7 +63,7 @@ STUCK_CODES = frozenset(
 )
 
 
-class GlobusCredentialsError(ValueError):
+class GlobusCredentialsError(CosmicError, ValueError):
     """Client credentials missing, ambiguous or stored unsafely."""
 
 
