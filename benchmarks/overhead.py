@@ -42,7 +42,7 @@ import yaml
 from dagster._core.instance.ref import InstanceRef
 
 from cosmic_dagster import names
-from cosmic_dagster.cli.services import PROJECT_ROOT, DagsterServices, free_port, prepare_home
+from cosmic_dagster.cli.services import INSTANCE_YAML, DagsterServices, free_port, prepare_home
 from cosmic_dagster.config import Settings
 from cosmic_dagster.defs.progress import scan_progress
 from cosmic_dagster.domain.ledger import Ledger
@@ -91,7 +91,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def instance_yaml(setup: Setup, directory: Path) -> Path:
-    config = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
+    config = yaml.safe_load((INSTANCE_YAML / "dagster.yaml").read_text())
     if not setup.warm_launcher:
         config.pop("run_launcher", None)
     if setup.default_coordinator:

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cosmic_dagster.cli.services import PROJECT_ROOT, DagsterServices
+from cosmic_dagster.cli.services import INSTANCE_YAML, DagsterServices
 from cosmic_dagster.config import ConfigError
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance
 
-INSTANCE_YAML = PROJECT_ROOT / "deploy" / "dagster.yaml"
+PRODUCTION_YAML = INSTANCE_YAML / "deploy" / "dagster.yaml"
 
 #: What Globus allows (3 active tasks per user) and what we let queue per Slurm machine.
 DEFAULT_POOLS = {"globus": 3, "slurm-perlmutter": 8, "slurm-local": 8, "local-compute": 8}
@@ -152,7 +152,7 @@ def open_instance(dagster_home: Path, pg: PostgresSettings) -> DagsterInstance:
 def prepare_production_home(home: Path, pg: PostgresSettings, limits: Mapping[str, int]) -> None:
     """DAGSTER_HOME with deploy/dagster.yaml, the schema created and the pool limits set."""
     home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(INSTANCE_YAML, home / "dagster.yaml")
+    shutil.copyfile(PRODUCTION_YAML, home / "dagster.yaml")
     pg.ensure_database()
     with open_instance(home, pg) as instance:
         instance.get_runs(limit=1)

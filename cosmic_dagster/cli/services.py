@@ -23,7 +23,9 @@ import requests
 
 from cosmic_dagster import names
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# Shipped inside the package, so operator commands work from a wheel as from a checkout
+# (the checkout's top-level dagster.yaml, workspace.yaml and deploy/*.yaml link here).
+INSTANCE_YAML = Path(__file__).resolve().with_name("instance_yaml")
 
 
 def free_port(preferred: int | None = None) -> int:
@@ -38,7 +40,7 @@ def free_port(preferred: int | None = None) -> int:
     raise RuntimeError("no free port on 127.0.0.1")
 
 
-def prepare_home(dagster_home: Path, instance_yaml: Path = PROJECT_ROOT / "dagster.yaml") -> None:
+def prepare_home(dagster_home: Path, instance_yaml: Path = INSTANCE_YAML / "dagster.yaml") -> None:
     """Create DAGSTER_HOME with the project's instance configuration (kept across runs)."""
     if not instance_yaml.is_file():
         raise FileNotFoundError(f"instance configuration not found: {instance_yaml}")
@@ -78,8 +80,8 @@ class DagsterServices:
     @property
     def workspace(self) -> Path:
         if self.code_server_port is None:
-            return PROJECT_ROOT / "workspace.yaml"
-        return PROJECT_ROOT / "deploy" / "workspace.yaml"
+            return INSTANCE_YAML / "workspace.yaml"
+        return INSTANCE_YAML / "deploy" / "workspace.yaml"
 
     @property
     def url(self) -> str:
@@ -125,7 +127,7 @@ class DagsterServices:
 
     def start_watcher(self) -> None:
         """The push trigger (``cosmic-dagster watch``): launches scans as they complete."""
-        self._spawn("watcher", [sys.executable, "-m", "cosmic_dagster.cli.main", "watch", "--url", self.url])
+        self._spawn("watcher", [sys.executable, "-m", "cosmic_dagster.cli", "watch", "--url", self.url])
 
     def stop_watcher(self) -> None:
         self._stop("watcher")

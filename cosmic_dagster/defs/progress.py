@@ -11,7 +11,6 @@ import dagster as dg
 from cosmic_dagster import names
 from cosmic_dagster.defs.partitions import scans
 
-STAGES = ("detected", "registered", "copied", "reconstructed", "checked")
 
 
 @dataclass

@@ -452,3 +452,22 @@ def test_image_install_step_works_in_a_fresh_venv(tmp_path: Path) -> None:
         argv = [bindir / command[0], *command[1:], "--help"]
         done = subprocess.run(argv, cwd=tmp_path, env=run_env, capture_output=True, text=True)
         assert done.returncode == 0, f"{' '.join(command)}: {done.stderr}"
+
+    # The operator commands work from the install alone (their YAML is package data): the demo's
+    # services start from a wheel-like install in another folder than the source tree.
+    for command in (["demo", "--help"], ["deploy", "--help"]):
+        done = subprocess.run([bindir / "cosmic-dagster", *command], cwd=tmp_path, env=run_env, text=True)
+        assert done.returncode == 0, command
+    services = (
+        "import os, sys; from pathlib import Path\n"
+        "from cosmic_dagster.cli.services import DagsterServices, free_port, prepare_home\n"
+        "home = Path(os.environ['DAGSTER_HOME']); prepare_home(home)\n"
+        "with DagsterServices(os.environ, home / 'logs', free_port()) as running:\n"
+        "    print(running.workspace, running.procs['daemon'].poll(), running.procs['webserver'].poll())\n"
+    )
+    started = subprocess.run(
+        [bindir / "python", "-c", services], cwd=tmp_path, env=run_env, capture_output=True, text=True
+    )
+    assert started.returncode == 0, started.stderr
+    workspace, daemon, webserver = started.stdout.split()
+    assert Path(workspace).is_relative_to(venv) and (daemon, webserver) == ("None", "None")

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
-from cosmic_dagster.cli.services import PROJECT_ROOT
 from cosmic_dagster.domain.scans import scan_key
 from cosmic_dagster.emulators.sfapi.scheduler import SimulatedScheduler
 from tests.e2e.conftest import LiveInstance, start_deployed_instance
@@ -50,7 +49,9 @@ def snap(page: Page, path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def artifacts(request: pytest.FixtureRequest) -> Iterator[Path]:
-    root = Path(os.environ.get("COSMIC_TEST_ARTIFACTS") or PROJECT_ROOT / "test-artifacts")
+    root = Path(
+        os.environ.get("COSMIC_TEST_ARTIFACTS") or Path(__file__).resolve().parents[2] / "test-artifacts"
+    )
     directory = root / "ui"
     directory.mkdir(parents=True, exist_ok=True)
     yield directory
