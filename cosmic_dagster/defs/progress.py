@@ -12,7 +12,6 @@ from cosmic_dagster import names
 from cosmic_dagster.defs.partitions import scans
 
 
-
 @dataclass
 class ScanProgress:
     key: str
