@@ -2,9 +2,10 @@
 
 A *call fault* answers an HTTP call with an error status (5xx, 429, 401...), optionally after the
 call was processed (the client sees an error although the task exists: the case that makes
-duplicate submissions). A *path fault* makes the copy of matching files fail with a Globus fault
-code (FILE_NOT_FOUND, PERMISSION_DENIED, VERIFY_CHECKSUM, QUOTA_EXCEEDED...), a number of times
-or forever, in transfer tasks, delete tasks (a failing delete) or both. Rules come from Python, from ``--faults FILE.json`` or from ``POST /_emulator/faults``.
+duplicate submissions). A *path fault* makes the copy (or the delete: ``task``) of matching files
+fail with a Globus fault code (FILE_NOT_FOUND, PERMISSION_DENIED, VERIFY_CHECKSUM, QUOTA_EXCEEDED...),
+a number of times or forever. Rules come from Python, from ``--faults FILE.json`` or from
+``POST /_emulator/faults``.
 """
 
 from __future__ import annotations
