@@ -1,10 +1,13 @@
-"""Reconciliation as plain Python: date-range walk, per-scan states, contiguous batches."""
+"""Reconciliation as plain Python (date-range walk, per-scan states, batches); the new settings."""
 
 import datetime as dt
 import os
 import time
 from pathlib import Path
 
+import pytest
+
+from cosmic_dagster.config import ConfigError, Settings
 from cosmic_dagster.domain.arrivals import DirectoryLister
 from cosmic_dagster.domain.scans import scan_key
 from cosmic_dagster.pipeline.reconcile import (
@@ -108,3 +111,23 @@ def test_batches_never_span_a_partition_that_is_not_in_them():
         ["f"],
         ["h"],
     ]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"COSMIC_RETENTION_DAYS": "-1"}, "COSMIC_RETENTION_DAYS='-1' must be >= 0"),
+        ({"COSMIC_PRUNE_DELETE": "maybe"}, "COSMIC_PRUNE_DELETE='maybe': expected true or false"),
+        ({"COSMIC_RECONCILE_CRON": "daily"}, "COSMIC_RECONCILE_CRON='daily': expected a cron string"),
+        ({"COSMIC_RECONCILE_DAYS": "0"}, "COSMIC_RECONCILE_DAYS='0' must be >= 1"),
+    ],
+)
+def test_prune_and_reconcile_settings_are_validated(env, message):
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env)
+
+
+def test_prune_and_reconcile_defaults_never_delete():
+    settings = Settings.from_env({})
+    assert (settings.retention_days, settings.prune_delete, settings.reconcile_days) == (30.0, False, 30)
+    assert Settings.from_env({"COSMIC_PRUNE_DELETE": "TRUE"}).prune_delete is True
