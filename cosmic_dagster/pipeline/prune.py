@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from cosmic_dagster import names
 from cosmic_dagster.compute.base import LEDGER_KIND as JOB_KIND
 from cosmic_dagster.domain.ledger import Ledger
-from cosmic_dagster.domain.quarantine import Quarantine
+from cosmic_dagster.domain.quarantine import Quarantine, QuarantineRecord
 from cosmic_dagster.pipeline.stages import COPY, JOB_PREFIX, REGISTRATION, Registration
 from cosmic_dagster.transfer.protocol import SourceFile, Transfer, TransferItem
 
@@ -69,6 +69,7 @@ class Decision:
     conditions: dict[str, str] = field(default_factory=dict)  # condition -> "ok: ..." / "failed: ..."
 
     def passed(self) -> bool:
+        """No condition checked so far failed (unchecked ones are filled in at the end)."""
         return all(v.startswith("ok") for v in self.conditions.values())
 
     def fail(self, condition: str, why: str) -> None:
@@ -118,7 +119,10 @@ class Pruner:
         self, facts: Mapping[str, ScanFacts], *, now: float, delete: bool = False, label: str = ""
     ) -> PruneReport:
         regs = self.registered()
-        decisions = {key: self._decide(reg, facts.get(key), now) for key, reg in regs.items()}
+        quarantined = Quarantine(self.ledger).all()
+        decisions = {
+            key: self._decide(reg, quarantined.get(key), facts.get(key), now) for key, reg in regs.items()
+        }
         items = {key: _item(regs[key]) for key, d in decisions.items() if d.passed()}
         sources = self.transfer.inspect_sources(list(items.values())) if items else {}
         for key, source in sources.items():
@@ -132,6 +136,9 @@ class Pruner:
             decisions[item.key].reason = "every condition holds"
         if delete and safe:
             self._delete(safe, decisions, regs)
+        for d in decisions.values():
+            for condition in CONDITIONS:
+                d.conditions.setdefault(condition, "not checked: an earlier condition failed")
         report = PruneReport(dry_run=not delete, decisions=list(decisions.values()))
         self.ledger.append(
             AUDIT_KIND,
@@ -139,9 +146,10 @@ class Pruner:
         )
         return report
 
-    def _decide(self, reg: Registration, facts: ScanFacts | None, now: float) -> Decision:
+    def _decide(
+        self, reg: Registration, record: QuarantineRecord | None, facts: ScanFacts | None, now: float
+    ) -> Decision:
         d = Decision(reg.key, reg.relpath, reg.bytes)
-        record = Quarantine(self.ledger).get(reg.key)
         if record is None:
             d.ok("quarantine", "not quarantined")
         else:
@@ -168,7 +176,9 @@ class Pruner:
         (d.ok if age_days >= self.policy.retention_days else d.fail)("retention", verdict)
         return d
 
-    def _delete(self, items: Sequence[TransferItem], decisions: dict[str, Decision], regs: dict) -> None:
+    def _delete(
+        self, items: Sequence[TransferItem], decisions: dict[str, Decision], regs: Mapping[str, Registration]
+    ) -> None:
         for key, check in self.transfer.delete_sources(items).items():
             d = decisions[key]
             d.conditions["delete"] = ("ok: " if check.ok else "failed: ") + check.detail

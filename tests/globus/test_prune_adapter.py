@@ -76,6 +76,7 @@ def test_prune_over_globus_verifies_by_checksum_sync_and_checks_each_delete(
     ):
         d = real[items[name].key]
         assert d.action == KEPT and d.reason.startswith(why), (name, d.reason)
+    assert real[items["modified"].key].conditions["copy_verified"].startswith("not checked")
     assert (nersc / items["dest_missing"].relpath).exists()  # repaired again, kept this time
     kinds = [t["type"] for t in emulator.tasks()]
     assert kinds.count("DELETE") == 1 and kinds.count("TRANSFER") == 3  # copy + two verifications
