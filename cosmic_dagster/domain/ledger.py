@@ -77,6 +77,28 @@ class Ledger:
         with self._connect() as db:
             db.executemany("DELETE FROM records WHERE kind=? AND name=?", [(kind, n) for n in names])
 
+    def rewrite(
+        self, put: Mapping[str, Mapping[str, dict[str, Any]]], delete: Mapping[str, Iterable[str]]
+    ) -> None:
+        """Put and delete records of several kinds in one transaction: all of it or nothing."""
+        now = time.time()
+        db = self._connect()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for kind, entries in put.items():
+                db.executemany(
+                    "INSERT OR REPLACE INTO records (kind, name, data, updated) VALUES (?, ?, ?, ?)",
+                    [(kind, n, json.dumps(d, sort_keys=True), now) for n, d in entries.items()],
+                )
+            for kind, names in delete.items():
+                db.executemany("DELETE FROM records WHERE kind=? AND name=?", [(kind, n) for n in names])
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        finally:
+            db.close()
+
     def names_with_prefix(self, kind: str, prefix: str) -> list[str]:
         escaped = prefix.replace("!", "!!").replace("%", "!%").replace("_", "!_")
         with self._connect() as db:

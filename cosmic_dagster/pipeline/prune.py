@@ -19,6 +19,7 @@ ledger's audit table; the records of a deleted scan are compacted into one ``pru
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -33,6 +34,8 @@ from cosmic_dagster.transfer.protocol import SourceFile, Transfer, TransferItem
 AUDIT_KIND = "prune"
 PRUNED = "pruned"
 DAY_S = 86_400.0
+#: ``recon.<scan key>.<digest8>[.<forced timestamp>]`` (see compute.jobscript.job_name).
+_JOB_NAME = re.compile(rf"^{JOB_PREFIX}\.(?P<key>.+)\.[0-9a-f]{{8}}(\.\d+)?$")
 
 #: Decision actions.
 WOULD_DELETE = "would delete"
@@ -188,27 +191,32 @@ class Pruner:
             self.compact({key: regs[key] for key in deleted}, decisions)
 
     def compact(self, regs: Mapping[str, Registration], decisions: Mapping[str, Decision]) -> None:
-        """Replace the records of deleted scans by one ``pruned`` record each (the ledger shrinks)."""
-        for key, reg in regs.items():
-            copy = self.ledger.get(COPY, key) or {}
-            recon = self.ledger.get(names.RECONSTRUCTION, key) or {}
-            self.ledger.put(
-                PRUNED,
-                key,
-                {
-                    "relpath": reg.relpath,
-                    "bytes": reg.bytes,
-                    "sha256": reg.sha256,
-                    "destination": copy.get("destination"),
-                    "reconstruction": recon.get("workdir"),
-                    "job_id": recon.get("job_id"),
-                    "how": decisions[key].reason,
-                },
-            )
-            self.ledger.delete_many(JOB_KIND, self.ledger.names_with_prefix(JOB_KIND, f"{JOB_PREFIX}.{key}."))
-        for kind in (REGISTRATION, COPY, names.RECONSTRUCTION):
-            self.ledger.delete_many(kind, regs)
-        self.transfer.forget(list(regs))
+        """Replace the records of deleted scans by one ``pruned`` record each, in one transaction
+        (the ledger shrinks as the beamline disk does); the audit table keeps the decisions."""
+        copies, recons = self.ledger.all(COPY), self.ledger.all(names.RECONSTRUCTION)
+        pruned = {
+            key: {
+                "relpath": reg.relpath,
+                "bytes": reg.bytes,
+                "sha256": reg.sha256,
+                "destination": copies.get(key, {}).get("destination"),
+                "reconstruction": recons.get(key, {}).get("workdir"),
+                "job_id": recons.get(key, {}).get("job_id"),
+                "how": decisions[key].reason,
+            }
+            for key, reg in regs.items()
+        }
+        jobs = [
+            name
+            for name in self.ledger.names_with_prefix(JOB_KIND, f"{JOB_PREFIX}.")
+            if (m := _JOB_NAME.match(name)) and m["key"] in regs
+        ]
+        gone = list(regs)
+        self.ledger.rewrite(
+            {PRUNED: pruned},
+            {REGISTRATION: gone, COPY: gone, names.RECONSTRUCTION: gone, JOB_KIND: jobs},
+        )
+        self.transfer.forget(gone)
 
 
 def _item(reg: Registration) -> TransferItem:
