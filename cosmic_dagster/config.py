@@ -62,6 +62,25 @@ def _url(env: Mapping[str, str], name: str, default: str | None, secret: bool = 
     return raw
 
 
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r}: expected true or false")
+
+
+def _cron(env: Mapping[str, str], name: str, default: str) -> str:
+    """A five-field cron string (checked for shape here; Dagster validates the fields)."""
+    raw = (env.get(name) or default).strip()
+    if len(raw.split()) != 5:
+        raise ConfigError(f"{name}={raw!r}: expected a cron string of five fields, e.g. {default!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     profile: str
@@ -79,6 +98,11 @@ class Settings:
     local_slots: int
     ui_url: str  # for links in alerts: {ui_url}/runs/{run_id}
     alert_webhook_url: str | None = field(repr=False)  # may embed a token: never shown
+    retention_days: float = 30.0  # beamline copies older than this may be pruned (once verified)
+    prune_cron: str = "30 3 * * *"  # the prune schedule (stopped until an operator starts it)
+    prune_delete: bool = False  # the schedule deletes only when this is set; dry run otherwise
+    reconcile_days: int = 30  # day folders (counted back from today) that reconciliation lists
+    reconcile_cron: str = "15 2 * * *"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -112,6 +136,11 @@ class Settings:
             local_slots=int(_number(env, "COSMIC_LOCAL_SLOTS", max(1, os.cpu_count() or 1), 1)),
             ui_url=str(_url(env, "COSMIC_UI_URL", "http://localhost:3000")).rstrip("/"),
             alert_webhook_url=_url(env, "COSMIC_ALERT_WEBHOOK_URL", None, secret=True),
+            retention_days=_number(env, "COSMIC_RETENTION_DAYS", 30.0, 0),
+            prune_cron=_cron(env, "COSMIC_PRUNE_CRON", "30 3 * * *"),
+            prune_delete=_flag(env, "COSMIC_PRUNE_DELETE", False),
+            reconcile_days=int(_number(env, "COSMIC_RECONCILE_DAYS", 30, 1)),
+            reconcile_cron=_cron(env, "COSMIC_RECONCILE_CRON", "15 2 * * *"),
         )
 
     def watcher_grace_s(self) -> float:

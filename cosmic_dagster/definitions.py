@@ -13,6 +13,8 @@ from cosmic_dagster.config import Settings
 from cosmic_dagster.defs.alert_sensor import build_alert_sensor
 from cosmic_dagster.defs.assets import RECON, scan_pipeline
 from cosmic_dagster.defs.profiles import resources_for
+from cosmic_dagster.defs.prune import PRUNED_SPEC, build_prune_job
+from cosmic_dagster.defs.reconcile import build_reconcile
 from cosmic_dagster.defs.sensors import build_arrival_sensor
 
 
@@ -27,12 +29,16 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         selection=dg.AssetSelection.assets(RECON),
         description="Reconstruct already copied scans again (reruns, new parameters).",
     )
+    prune_job, prune_schedule = build_prune_job(settings)
+    reconcile_job, reconcile_schedule, reconcile_sensor = build_reconcile(settings)
     return dg.Definitions(
-        assets=[scan_pipeline],
-        jobs=[scan_job, reconstruction_job],
+        assets=[scan_pipeline, PRUNED_SPEC],
+        jobs=[scan_job, reconstruction_job, prune_job, reconcile_job],
+        schedules=[prune_schedule, reconcile_schedule],
         sensors=[
             build_arrival_sensor(settings.sensor_interval_s),
             build_alert_sensor(settings.alert_webhook_url, settings.ui_url),
+            reconcile_sensor,
         ],
         resources=resources_for(settings),
         executor=dg.in_process_executor,

@@ -40,3 +40,15 @@ TAG_WATCH_SEGMENT = "cosmic/watch-segment"
 TAG_WORKER_PID = "cosmic/run_worker_pid"
 TAG_WORKER_START = "cosmic/run_worker_start"
 TAG_WORKER_HOST = "cosmic/run_worker_host"
+
+# Pruning of beamline copies and reconciliation of missed scans.
+BEAMLINE_PRUNED = "beamline_pruned"
+PRUNE_JOB = "prune_job"
+PRUNE_OP = "prune_beamline_copies"
+PRUNE_SCHEDULE = "prune_schedule"
+RECONCILE_JOB = "reconcile_job"
+RECONCILE_OP = "reconcile_scans"
+RECONCILE_SCHEDULE = "reconcile_schedule"
+RECONCILE_SENSOR = "reconcile_launcher"
+TAG_LAUNCHED_BY = "cosmic/launched-by"  # watcher | sensor | reconcile | cli | ui
+LAUNCHED_BY_RECONCILE = "reconcile"

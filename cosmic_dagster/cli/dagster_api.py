@@ -153,6 +153,46 @@ class DagsterApi:
         )["runOrError"]
         return self._ok(data, "Run")["status"]
 
+    def launch_job(
+        self, job: str, *, run_config: dict[str, Any] | None = None, tags: dict[str, str] | None = None
+    ) -> str:
+        """One run of an unpartitioned job (prune, reconcile)."""
+        data = self.execute(
+            """mutation($p: ExecutionParams!) { launchRun(executionParams: $p) {
+                __typename ... on LaunchRunSuccess { run { runId } }
+                ... on PythonError { message } ... on RunConfigValidationInvalid { errors { message } }
+                ... on PipelineNotFoundError { message } ... on RunConflict { message }
+              }}""",
+            {
+                "p": {
+                    "selector": {**_repo(), "jobName": job},
+                    "runConfigData": run_config or {},
+                    "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in (tags or {}).items()]},
+                }
+            },
+        )["launchRun"]
+        if data["__typename"] == "RunConfigValidationInvalid":
+            raise GraphQLError("invalid run config: " + "; ".join(e["message"] for e in data["errors"]))
+        return self._ok(data, "LaunchRunSuccess")["run"]["runId"]
+
+    def output_metadata(self, run_id: str) -> dict[str, Any]:
+        """The metadata of the step outputs of a finished run (a job's report: counts, totals)."""
+        data = self.execute(
+            """query($id: ID!) { logsForRun(runId: $id) { __typename
+                ... on EventConnection { events { __typename
+                  ... on ExecutionStepOutputEvent { metadataEntries { __typename label
+                    ... on IntMetadataEntry { intValue } ... on FloatMetadataEntry { floatValue }
+                    ... on TextMetadataEntry { text } ... on BoolMetadataEntry { boolValue } } } } }
+                ... on RunNotFoundError { message } ... on PythonError { message } } }""",
+            {"id": run_id},
+        )["logsForRun"]
+        out: dict[str, Any] = {}
+        for event in self._ok(data, "EventConnection")["events"]:
+            for entry in event.get("metadataEntries") or []:
+                values = [entry.get(k) for k in ("intValue", "floatValue", "text", "boolValue")]
+                out[entry["label"]] = next((v for v in values if v is not None), None)
+        return out
+
     # --- used by the push trigger (cosmic_dagster.cli.watch) -----------------------------------------
     def claim_partition(self, partitions_def: str, key: str) -> bool:
         """Add a dynamic partition; True if this call added it, False if it already existed."""

@@ -11,6 +11,7 @@ import argparse
 import datetime as dt
 import json
 import sys
+import time
 from pathlib import Path
 
 from cosmic_dagster import names
@@ -137,6 +138,42 @@ def cmd_status(args: argparse.Namespace) -> int:
     out = {asset: api.partition_statuses(asset) for asset in PIPELINE_ASSETS}
     print(json.dumps(out, indent=2))
     return 0
+
+
+def _run_and_report(api: DagsterApi, job: str, op: str, config: dict, args: argparse.Namespace) -> int:
+    """Launch an unpartitioned job through the webserver, wait for it, print its report."""
+    run_id = api.launch_job(
+        job,
+        run_config={"ops": {op: {"config": config}}} if config else {},
+        tags={names.TAG_LAUNCHED_BY: "cli"},
+    )
+    print(f"{job} run {run_id}: {args.url.rstrip('/')}/runs/{run_id}")
+    if args.no_wait:
+        return 0
+    deadline = time.monotonic() + args.timeout
+    while (status := api.run_status(run_id)) not in ("SUCCESS", "FAILURE", "CANCELED"):
+        if time.monotonic() > deadline:
+            print(f"still {status} after {args.timeout:g} s; follow it in the UI", file=sys.stderr)
+            return 1
+        time.sleep(1.0)
+    for label, value in api.output_metadata(run_id).items():
+        print(f"  {label:<14} {value}")
+    print(f"{job}: {status}")
+    return 0 if status == "SUCCESS" else 1
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    config = {k: v for k, v in (("days", args.days), ("start", args.start), ("end", args.end)) if v}
+    return _run_and_report(DagsterApi(args.url), names.RECONCILE_JOB, names.RECONCILE_OP, config, args)
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    config: dict = {"delete": args.delete}
+    if args.retention_days is not None:
+        config["retention_days"] = args.retention_days
+    if args.no_reconstruction_needed:
+        config["require_reconstruction"] = False
+    return _run_and_report(DagsterApi(args.url), names.PRUNE_JOB, names.PRUNE_OP, config, args)
 
 
 def cmd_deploy_up(args: argparse.Namespace) -> int:
@@ -280,6 +317,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = with_url(sub.add_parser("status", help="partition status of each asset"))
     p.set_defaults(func=cmd_status)
+
+    def with_wait(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--no-wait", action="store_true", help="print the run id and return")
+        p.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the run")
+        return p
+
+    p = with_wait(
+        with_url(sub.add_parser("reconcile", help="find and launch scans the sensor and watcher missed"))
+    )
+    p.add_argument("--days", type=int, help="day folders back from today (default COSMIC_RECONCILE_DAYS)")
+    p.add_argument("--start", help="first day, YYYY-MM-DD")
+    p.add_argument("--end", help="last day, YYYY-MM-DD (default today)")
+    p.set_defaults(func=cmd_reconcile)
+
+    p = with_wait(
+        with_url(sub.add_parser("prune", help="delete verified old beamline copies (dry run by default)"))
+    )
+    p.add_argument(
+        "--delete", action="store_true", help="really delete (default: list what would be deleted)"
+    )
+    p.add_argument("--retention-days", type=float, help="override COSMIC_RETENTION_DAYS for this run")
+    p.add_argument(
+        "--no-reconstruction-needed", action="store_true", help="prune scans not reconstructed too"
+    )
+    p.set_defaults(func=cmd_prune)
 
     deploy = sub.add_parser("deploy", help="the production shape: PostgreSQL, code server, daemon, webserver")
     deploy_sub = deploy.add_subparsers(dest="deploy_command", required=True)

@@ -29,6 +29,7 @@ from cosmic_dagster.transfer.protocol import BatchReport, Transfer, TransferItem
 
 REGISTRATION = "registration"
 COPY = "copy"
+JOB_PREFIX = "recon"  # job names: recon.<scan key>.<digest>
 
 
 class StageError(CosmicError, RuntimeError):
@@ -174,7 +175,7 @@ class ScanPipeline:
     # --- reconstruction ----------------------------------------------------------------------
     def job_spec(self, key: str, plan: ReconPlan) -> JobSpec:
         workdir = f"{self.recon_root}/{key}/{params_digest(plan.params)}"
-        name = job_name("recon", key, plan.params, workdir=workdir)
+        name = job_name(JOB_PREFIX, key, plan.params, workdir=workdir)
         if plan.force:
             name = f"{name}.{int(time.time())}"
         script = render_script(

@@ -7,15 +7,17 @@ verified is not made again.
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from cosmic_dagster.domain.checksums import sha256_file
-from cosmic_dagster.domain.scans import ScanPathError, resolve_under_root
+from cosmic_dagster.domain.scans import ScanPathError, normalize_relpath, resolve_under_root
 from cosmic_dagster.files import atomic_path
-from cosmic_dagster.transfer.protocol import BatchReport, CopyOutcome, TransferItem
+from cosmic_dagster.transfer.protocol import BatchReport, Check, CopyOutcome, SourceFile, TransferItem
 
 
 class _ChangedSinceRegistration(Exception):
@@ -76,3 +78,57 @@ class LocalTransfer:
         except OSError as exc:
             return outcome(verified=False, error=f"copy of {item.relpath} failed: {exc.strerror or exc}")
         return outcome(bytes=item.size, verified=True, checksum=checksum, checksum_algorithm="sha256")
+
+    # ---- pruning -----------------------------------------------------------------------------
+    def inspect_sources(self, items: Sequence[TransferItem]) -> dict[str, SourceFile]:
+        return {item.key: self._inspect(item) for item in items}
+
+    def _inspect(self, item: TransferItem) -> SourceFile:
+        try:
+            relpath = normalize_relpath(item.relpath)
+            real = resolve_under_root(self.source_root, relpath)
+        except ScanPathError as exc:
+            return SourceFile(item.key, exists=True, problem=str(exc))
+        path = self.source_root / relpath
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return SourceFile(item.key, exists=False)
+        # The file itself or a folder above it may be a link that stays inside the root: still
+        # not the plain file that was registered, so it is never deleted.
+        if real != Path(os.path.realpath(self.source_root)) / relpath:
+            return SourceFile(item.key, exists=True, problem=f"reached through a symlink ({real})")
+        if not stat.S_ISREG(st.st_mode):
+            return SourceFile(item.key, exists=True, problem="not a regular file")
+        return SourceFile(item.key, exists=True, size=st.st_size, mtime=st.st_mtime)
+
+    def verify_copies(self, items: Sequence[TransferItem]) -> dict[str, Check]:
+        return {item.key: self._verify(item) for item in items}
+
+    def _verify(self, item: TransferItem) -> Check:
+        dest = Path(self.destination_path(item.relpath))
+        if not dest.is_file():
+            return Check(False, f"copy missing at the destination: {dest}")
+        size = dest.stat().st_size
+        if size != item.size:
+            return Check(False, f"copy at the destination has {size} bytes, registered {item.size}")
+        digest = sha256_file(dest)
+        if digest != item.sha256:
+            return Check(False, f"copy re-hashed: sha256 {digest[:12]}... differs from the registered one")
+        return Check(True, f"copy re-hashed: sha256 equals the registered {digest[:12]}...")
+
+    def delete_sources(self, items: Sequence[TransferItem]) -> dict[str, Check]:
+        return {item.key: self._delete(item) for item in items}
+
+    def _delete(self, item: TransferItem) -> Check:
+        now = self._inspect(item)  # again, right before unlinking: nothing may have changed
+        if now.problem or not now.exists or now.size != item.size:
+            return Check(False, f"not deleted: changed since it was checked ({now.problem or now})")
+        try:
+            os.unlink(self.source_root / item.relpath)
+        except OSError as exc:
+            return Check(False, f"delete failed: {exc.strerror or exc}")
+        return Check(True, f"deleted {item.relpath}")
+
+    def forget(self, keys: Sequence[str]) -> None:
+        """Nothing to drop: local copies keep no records."""

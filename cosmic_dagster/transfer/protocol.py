@@ -52,6 +52,25 @@ class BatchReport:
     task_url: str | None = None
 
 
+@dataclass(frozen=True)
+class SourceFile:
+    """The beamline file of a scan as it is now (what pruning compares with the registration)."""
+
+    key: str
+    exists: bool
+    size: int = 0
+    mtime: float = 0.0
+    problem: str | None = None  # not a plain file under the root (symlink, outside, directory)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One verification or deletion result, with the evidence in words (for the audit trail)."""
+
+    ok: bool
+    detail: str
+
+
 class TransferError(CosmicError, RuntimeError):
     """A whole batch could not be copied (bad config, auth, service down after retries)."""
 
@@ -65,4 +84,20 @@ class Transfer(Protocol):
 
     def destination_path(self, relpath: str) -> str:
         """Where ``relpath`` lives (or will live) at the destination, as the compute side sees it."""
+        ...
+
+    def inspect_sources(self, items: Sequence[TransferItem]) -> dict[str, SourceFile]:
+        """The beamline files of ``items`` as they are now, without following symlinks."""
+        ...
+
+    def verify_copies(self, items: Sequence[TransferItem]) -> dict[str, Check]:
+        """Re-verify each destination copy against the item's registered checksum, now (never by name)."""
+        ...
+
+    def delete_sources(self, items: Sequence[TransferItem]) -> dict[str, Check]:
+        """Delete the beamline files of ``items``; ``ok`` only when the file is verifiably gone."""
+        ...
+
+    def forget(self, keys: Sequence[str]) -> None:
+        """Drop what the adapter recorded about scans whose beamline file was pruned."""
         ...

@@ -2,9 +2,10 @@
 
 A *call fault* answers an HTTP call with an error status (5xx, 429, 401...), optionally after the
 call was processed (the client sees an error although the task exists: the case that makes
-duplicate submissions). A *path fault* makes the copy of matching files fail with a Globus fault
-code (FILE_NOT_FOUND, PERMISSION_DENIED, VERIFY_CHECKSUM, QUOTA_EXCEEDED...), a number of times
-or forever. Rules come from Python, from ``--faults FILE.json`` or from ``POST /_emulator/faults``.
+duplicate submissions). A *path fault* makes the copy (or the delete: ``task``) of matching files
+fail with a Globus fault code (FILE_NOT_FOUND, PERMISSION_DENIED, VERIFY_CHECKSUM, QUOTA_EXCEEDED...),
+a number of times or forever. Rules come from Python, from ``--faults FILE.json`` or from
+``POST /_emulator/faults``.
 """
 
 from __future__ import annotations
@@ -69,9 +70,16 @@ class PathFault:
     side: str = "source"  # or "destination"
     times: int | None = None
     fatal: bool = False  # fail the whole task at once instead of retrying
+    task: str | None = None  # only in "transfer" or only in "delete" tasks; None: both
 
     def describe(self) -> dict[str, Any]:
-        return {"path": self.path, "error": self.error, "side": self.side, "times": self.times}
+        return {
+            "path": self.path,
+            "error": self.error,
+            "side": self.side,
+            "times": self.times,
+            "task": self.task,
+        }
 
 
 def parse_rule(raw: Mapping[str, Any]) -> CallFault | PathFault:
@@ -90,7 +98,9 @@ def parse_rule(raw: Mapping[str, Any]) -> CallFault | PathFault:
                 raise FaultSpecError(f"fault status must be 4xx or 5xx, got {status}")
             return CallFault(**{**data, "status": status})
         if "path" in data:
-            _refuse_unknown(data, {"path", "error", "side", "times", "fatal"})
+            _refuse_unknown(data, {"path", "error", "side", "times", "fatal", "task"})
+            if data.get("task") not in (None, "transfer", "delete"):
+                raise FaultSpecError("path fault task must be 'transfer' or 'delete' (or absent: both)")
             if data.get("error") not in PATH_ERRORS:
                 raise FaultSpecError(
                     f"unknown path error {data.get('error')!r}; known: {', '.join(PATH_ERRORS)}"
@@ -148,10 +158,16 @@ class FaultPlan:
                     return rule
         return None
 
-    def for_path(self, path: str, side: str) -> PathFault | None:
+    def for_path(self, path: str, side: str, task: str) -> PathFault | None:
+        """The first rule for ``path`` on ``side`` in a task of kind ``task`` ("transfer"/"delete")."""
         with self._lock:
             for rule in self._rules:
-                if isinstance(rule, PathFault) and rule.side == side and fnmatch.fnmatchcase(path, rule.path):
+                if (
+                    isinstance(rule, PathFault)
+                    and rule.side == side
+                    and rule.task in (None, task)
+                    and fnmatch.fnmatchcase(path, rule.path)
+                ):
                     self._use(rule)
                     return rule
         return None

@@ -643,7 +643,7 @@ class TaskEngine:
     def _copy(self, task: Task, src_ep: str, dst_ep: str, job: FileJob) -> Fault | str | None:
         """Copy one file; a Fault, "copied"/"in-sync", or None if interrupted."""
         req = task.request
-        injected = self.faults.for_path(job.source, "source")
+        injected = self.faults.for_path(job.source, "source", "transfer")
         if injected and injected.error != "VERIFY_CHECKSUM":
             return self._injected(task, injected.error, job.source, injected.fatal, source=True)
         try:
@@ -656,7 +656,7 @@ class TaskEngine:
             return Fault("IS_A_DIRECTORY", job.source)
         if not os.access(src, os.R_OK):
             return Fault("PERMISSION_DENIED", job.source, skippable=True)
-        dst_fault = self.faults.for_path(job.destination, "destination")
+        dst_fault = self.faults.for_path(job.destination, "destination", "transfer")
         if dst_fault:
             return self._injected(task, dst_fault.error, job.destination, dst_fault.fatal, source=False)
         try:
@@ -771,7 +771,7 @@ class TaskEngine:
                 return
 
     def _delete_one(self, task: Task, ep: str, path: str) -> Fault | None:
-        injected = self.faults.for_path(path, "source")
+        injected = self.faults.for_path(path, "source", "delete")
         if injected:
             return self._injected(task, injected.error, path, injected.fatal, source=True)
         try:

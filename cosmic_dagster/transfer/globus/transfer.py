@@ -42,7 +42,14 @@ from cosmic_dagster.domain.ledger import Ledger
 from cosmic_dagster.domain.scans import ScanPathError, normalize_relpath
 from cosmic_dagster.errors import CosmicError
 from cosmic_dagster.transfer.globus.endpoints import Endpoint, get_endpoint, load_endpoints
-from cosmic_dagster.transfer.protocol import BatchReport, CopyOutcome, TransferError, TransferItem
+from cosmic_dagster.transfer.protocol import (
+    BatchReport,
+    Check,
+    CopyOutcome,
+    SourceFile,
+    TransferError,
+    TransferItem,
+)
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +277,50 @@ class GlobusTransfer:
             task_id=main,
             task_url=TASK_URL.format(task_id=main) if main else None,
         )
+
+    # ---- pruning (transfer/globus/prune.py) ---------------------------------------------------
+    def inspect_sources(self, items: Sequence[TransferItem]) -> dict[str, SourceFile]:
+        from cosmic_dagster.transfer.globus import prune
+
+        return self._globus_call("listing the beamline collection", prune.inspect_sources, items)
+
+    def verify_copies(self, items: Sequence[TransferItem]) -> dict[str, Check]:
+        from cosmic_dagster.transfer.globus import prune
+
+        return self._globus_call("verifying copies", prune.verify_copies, items)
+
+    def delete_sources(self, items: Sequence[TransferItem]) -> dict[str, Check]:
+        from cosmic_dagster.transfer.globus import prune
+
+        return self._globus_call("deleting beamline files", prune.delete_sources, items)
+
+    def forget(self, keys: Sequence[str]) -> None:
+        """Remove pruned scans from the batch records; a batch left without scans is dropped."""
+        gone = set(keys)
+        for name, batch in self.ledger.all(LEDGER_KIND).items():
+            items = [i for i in batch.get("items", []) if i["key"] not in gone]
+            if len(items) == len(batch.get("items", [])):
+                continue
+            if not items:
+                self.ledger.delete(LEDGER_KIND, name)
+                continue
+            kept = {i["key"] for i in items}
+            self.ledger.put(
+                LEDGER_KIND,
+                name,
+                {
+                    **batch,
+                    "items": items,
+                    "verified": [k for k in batch.get("verified", []) if k in kept],
+                    "failed": [k for k in batch.get("failed", []) if k in kept],
+                },
+            )
+
+    def _globus_call(self, what: str, func: Any, items: Sequence[TransferItem]) -> Any:
+        try:
+            return func(self, items)
+        except (globus_sdk.GlobusAPIError, globus_sdk.NetworkError) as exc:
+            raise TransferError(f"{what} ({len(items)} scan(s)): {describe_error(exc)}") from None
 
     # ---- planning: verified, reattached, new -------------------------------------------------
     def _plan(
