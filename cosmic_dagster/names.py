@@ -31,9 +31,19 @@ TAG_PARENT_RUN = "dagster/parent_run_id"
 
 # Our run tags.
 TAG_SCANS = "cosmic/scans"
-TAG_SUBMITTED_BY = "cosmic/submitted-by"
+TAG_SUBMITTED_BY = "cosmic/submitted-by"  # who launched the run: one of LAUNCHERS
 TAG_ACTION = "cosmic/action"
 TAG_WATCH_SEGMENT = "cosmic/watch-segment"
 TAG_WORKER_PID = "cosmic/run_worker_pid"
 TAG_WORKER_START = "cosmic/run_worker_start"
 TAG_WORKER_HOST = "cosmic/run_worker_host"
+
+# Values of TAG_SUBMITTED_BY. Runs launched in the UI cannot be tagged by us: a run without the tag
+# counts as launched from the UI (see cosmic_dagster.domain.launches).
+BY_WATCHER = "watcher"
+BY_SENSOR = "sensor"
+BY_RECONCILE = "reconcile"
+BY_CLI = "cli"
+BY_UI = "ui"
+BY_SCHEDULE = "schedule"
+LAUNCHERS = (BY_WATCHER, BY_SENSOR, BY_RECONCILE, BY_CLI, BY_UI, BY_SCHEDULE)

@@ -68,7 +68,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         names.SCAN_JOB,
         partition_key=key,
         run_config=_recon_config(args),
-        tags={names.TAG_SUBMITTED_BY: "cli"},
+        tags={names.TAG_SUBMITTED_BY: names.BY_CLI},
     )
     print(json.dumps({"scan": key, "relpath": relpath, "run_id": run_id, "run": f"{args.url}/runs/{run_id}"}))
     return 0
@@ -78,7 +78,10 @@ def cmd_recon(args: argparse.Namespace) -> int:
     """Reconstruct one scan again, e.g. with other parameters, without copying it again."""
     key = args.scan if not args.scan.endswith(".cxi") else scan_key(args.scan)
     run_id = DagsterApi(args.url).launch_run(
-        names.RECON_JOB, partition_key=key, run_config=_recon_config(args)
+        names.RECON_JOB,
+        partition_key=key,
+        run_config=_recon_config(args),
+        tags={names.TAG_SUBMITTED_BY: names.BY_CLI},
     )
     print(json.dumps({"scan": key, "run_id": run_id, "run": f"{args.url}/runs/{run_id}"}))
     return 0
@@ -97,7 +100,9 @@ def cmd_rerun_failed(args: argparse.Namespace) -> int:
         (a for a in stages if set(failed) - set(api.partition_statuses(a)["materialized"])), args.asset
     )
     assets = stages[stages.index(first) :]
-    backfill_id = api.launch_backfill(failed, assets, tags={names.TAG_ACTION: "rerun-failed"})
+    backfill_id = api.launch_backfill(
+        failed, assets, tags={names.TAG_ACTION: "rerun-failed", names.TAG_SUBMITTED_BY: names.BY_CLI}
+    )
     print(
         json.dumps(
             {
@@ -122,7 +127,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         ) from None
     if not selected:
         raise GraphQLError(f"{args.first} comes after {args.last} (order of registration)")
-    backfill_id = api.launch_backfill(selected, args.assets, tags={names.TAG_ACTION: "backfill"})
+    backfill_id = api.launch_backfill(
+        selected, args.assets, tags={names.TAG_ACTION: "backfill", names.TAG_SUBMITTED_BY: names.BY_CLI}
+    )
     print(
         json.dumps(
             {"scans": selected, "backfill_id": backfill_id, "backfill": f"{args.url}/runs/b/{backfill_id}"}
