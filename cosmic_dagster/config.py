@@ -56,6 +56,14 @@ def _url(env: Mapping[str, str], name: str, default: str | None, secret: bool = 
     return raw
 
 
+def _cron(env: Mapping[str, str], name: str, default: str) -> str:
+    """A five-field cron expression (checked by Dagster when the schedule loads)."""
+    raw = (env.get(name) or default).strip()
+    if len(raw.split()) != 5:
+        raise ConfigError(f"{name}={raw!r} must be a cron expression of 5 fields, e.g. {default!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     profile: str
@@ -72,6 +80,7 @@ class Settings:
     sensor_grace_s: float
     local_slots: int
     ui_url: str  # for links in alerts: {ui_url}/runs/{run_id}
+    flight_cron: str  # when the flight check runs (cron, the daemon's time zone)
     alert_webhook_url: str | None = field(repr=False)  # may embed a token: never shown
 
     @classmethod
@@ -103,6 +112,7 @@ class Settings:
             sensor_grace_s=_number(env, "COSMIC_SENSOR_GRACE_S", 0.0, 0),
             local_slots=int(_number(env, "COSMIC_LOCAL_SLOTS", max(1, os.cpu_count() or 1), 1)),
             ui_url=str(_url(env, "COSMIC_UI_URL", "http://localhost:3000")).rstrip("/"),
+            flight_cron=_cron(env, "COSMIC_FLIGHT_CRON", "0 */12 * * *"),
             alert_webhook_url=_url(env, "COSMIC_ALERT_WEBHOOK_URL", None, secret=True),
         )
 

@@ -12,6 +12,7 @@ from cosmic_dagster import names
 from cosmic_dagster.config import Settings
 from cosmic_dagster.defs.alert_sensor import build_alert_sensor
 from cosmic_dagster.defs.assets import RECON, scan_pipeline
+from cosmic_dagster.defs.flight import build_flight
 from cosmic_dagster.defs.profiles import resources_for
 from cosmic_dagster.defs.sensors import build_arrival_sensor
 
@@ -27,9 +28,11 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         selection=dg.AssetSelection.assets(RECON),
         description="Reconstruct already copied scans again (reruns, new parameters).",
     )
+    flight_job, flight_schedule = build_flight(settings.flight_cron)
     return dg.Definitions(
         assets=[scan_pipeline],
-        jobs=[scan_job, reconstruction_job],
+        jobs=[scan_job, reconstruction_job, flight_job],
+        schedules=[flight_schedule],
         sensors=[
             build_arrival_sensor(settings.sensor_interval_s),
             build_alert_sensor(settings.alert_webhook_url, settings.ui_url),

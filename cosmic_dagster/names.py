@@ -19,6 +19,10 @@ QUALITY_CHECK = "reconstruction_quality"
 SCAN_JOB = "scan_job"
 RECON_JOB = "reconstruction_job"
 
+FLIGHT_JOB = "flight_check_job"
+FLIGHT_OP = "flight_check"
+FLIGHT_SCHEDULE = "flight_check_schedule"
+
 ARRIVAL_SENSOR = "scan_arrival_sensor"
 ALERT_SENSOR = "run_failure_alerts"
 

@@ -64,3 +64,7 @@ class Transfer(Protocol):
     def destination_path(self, relpath: str) -> str:
         """Where ``relpath`` lives (or will live) at the destination, as the compute side sees it."""
         ...
+
+    def check_reachable(self) -> str:
+        """Each collection this adapter uses answers now; a short summary, or TransferError."""
+        ...
