@@ -140,8 +140,29 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     api = DagsterApi(args.url)
-    out = {asset: api.partition_statuses(asset) for asset in PIPELINE_ASSETS}
-    print(json.dumps(out, indent=2))
+    if args.json:
+        out = {asset: api.partition_statuses(asset) for asset in PIPELINE_ASSETS}
+        print(json.dumps(out, indent=2))
+        return 0
+    from cosmic_dagster.cli.scan_view import format_table, scan_rows
+
+    keys = api.newest_partition_keys(names.RAW_SCAN, args.limit)
+    print(format_table(scan_rows(api, keys)))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from cosmic_dagster.cli.scan_view import format_detail, scan_detail
+
+    key = args.scan
+    if key.endswith(".cxi"):
+        root = Path(args.root) if args.root else Settings.from_env().beamline_root
+        key = scan_key(relpath_under_root(root, key) if Path(key).is_absolute() else key)
+    api = DagsterApi(args.url)
+    detail = scan_detail(api, key, args.url)
+    if not detail.runs and key not in api.partition_keys():
+        raise GraphQLError(f"no scan {key!r} is registered (cosmic-dagster status lists the recent ones)")
+    print(detail.as_json() if args.json else format_detail(detail))
     return 0
 
 
@@ -284,8 +305,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--assets", nargs="+", default=PIPELINE_ASSETS)
     p.set_defaults(func=cmd_backfill)
 
-    p = with_url(sub.add_parser("status", help="partition status of each asset"))
+    p = with_url(sub.add_parser("status", help="where the recent scans stand (a table; --json: per asset)"))
+    p.add_argument("--json", action="store_true", help="partition keys per asset and status, as JSON")
+    p.add_argument("--limit", type=int, default=50, help="how many of the newest scans the table shows")
     p.set_defaults(func=cmd_status)
+
+    p = with_url(sub.add_parser("show", help="one scan: stages, failure reason, links, parameters, runs"))
+    p.add_argument("scan", help="scan key, or the scan file's path (absolute, or under the beamline root)")
+    p.add_argument("--root", help="beamline root (default: COSMIC_BEAMLINE_ROOT or the data root's)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_show)
 
     deploy = sub.add_parser("deploy", help="the production shape: PostgreSQL, code server, daemon, webserver")
     deploy_sub = deploy.add_subparsers(dest="deploy_command", required=True)

@@ -143,6 +143,8 @@ def scan_pipeline(
     selected = context.selected_asset_keys
     keys = list(context.partition_keys)
     failed: dict[str, str] = {}
+    # A batch run is tagged with its first and last scan only: name them all in its log.
+    context.log.info(f"{len(keys)} scan(s) in this run: {', '.join(keys)}")
 
     if RAW in selected:
         for key in keys:
@@ -164,6 +166,7 @@ def scan_pipeline(
             )
 
     if COPY in selected:
+        checked = False
         todo = [k for k in keys if k not in failed]
         with pool_slot(context, transfer.pool):
             report, errors = pipeline.copy(todo, label=f"cosmic {context.run_id[:8]}")
@@ -187,9 +190,12 @@ def scan_pipeline(
                 meta["globus_task"] = dg.MetadataValue.url(report.task_url)
             yield dg.AssetMaterialization(asset_key=COPY, partition=key, metadata=meta)
             yield copy_check(pipeline, key, outcome)
-        yield _checks_reported(context, COPY, names.COPY_CHECK)
+            checked = True
+        if checked:
+            yield _checks_reported(context, COPY, names.COPY_CHECK)
 
     if RECON in selected:
+        checked = False
         todo = [k for k in keys if k not in failed]
         plan = ReconPlan(params=config.params(), slurm=compute.directives(), force=config.force)
 
@@ -221,7 +227,9 @@ def scan_pipeline(
                 asset_key=RECON, partition=key, metadata=_recon_metadata(result, compute)
             )
             yield reconstruction_check(key, result, max_object_error=config.max_object_error)
-        yield _checks_reported(context, RECON, names.QUALITY_CHECK)
+            checked = True
+        if checked:
+            yield _checks_reported(context, RECON, names.QUALITY_CHECK)
 
     if failed:
         lines = "\n".join(f"- {key}: {reason}" for key, reason in failed.items())
