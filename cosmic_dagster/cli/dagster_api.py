@@ -64,12 +64,13 @@ class DagsterApi:
         self,
         job: str,
         *,
-        partition_key: str,
+        partition_key: str | None,
         run_config: dict[str, Any] | None = None,
         tags: dict[str, str] | None = None,
         asset_keys: Sequence[str] | None = None,
     ) -> str:
-        all_tags = {names.TAG_PARTITION: partition_key, **(tags or {})}
+        """Launch ``job`` (for one scan, or ``partition_key=None`` for an unpartitioned job)."""
+        all_tags = {**({names.TAG_PARTITION: partition_key} if partition_key else {}), **(tags or {})}
         params: dict[str, Any] = {
             "selector": {**_repo(), "jobName": job},
             "runConfigData": run_config or {},

@@ -102,3 +102,29 @@ def test_ui_from_the_scan_partition_to_its_run_and_failure_reason(page, scans):
     dialog = page.get_by_role("dialog")
     expect(dialog).to_contain_text(names.TAG_SUBMITTED_BY, timeout=TIMEOUT_MS)
     expect(dialog).to_contain_text(names.BY_SENSOR, timeout=TIMEOUT_MS)
+
+
+def test_flight_check_is_scheduled_and_runs_through_the_daemon(scans):
+    api = scans.live.api
+    schedule = api.execute(
+        """query($s: ScheduleSelector!) { scheduleOrError(scheduleSelector: $s) { __typename
+            ... on Schedule { cronSchedule scheduleState { status } } } }""",
+        {
+            "s": {
+                "repositoryLocationName": "cosmic_dagster",
+                "repositoryName": "__repository__",
+                "scheduleName": names.FLIGHT_SCHEDULE,
+            }
+        },
+    )["scheduleOrError"]
+    assert schedule["cronSchedule"] == "0 */12 * * *" and schedule["scheduleState"]["status"] == "RUNNING"
+    config = {"ops": {names.FLIGHT_OP: {"config": {"trivial_job": True}}}}
+    run_id = api.launch_run(names.FLIGHT_JOB, partition_key=None, run_config=config)
+    scans.live.wait_for("the flight check", lambda: api.run_status(run_id) in ("SUCCESS", "FAILURE"))
+    assert api.run_status(run_id) == "SUCCESS"
+
+
+def test_ui_launchpad_of_the_flight_check_job(page):
+    """The README's path: Jobs → flight_check_job → Launchpad (an op job has one)."""
+    page.goto(f"/locations/cosmic_dagster/jobs/{names.FLIGHT_JOB}/playground")
+    see(page.get_by_role("button", name="Launch Run"))
