@@ -3,8 +3,10 @@
 import shutil
 
 import dagster as dg
+import pytest
 
 from cosmic_dagster import names
+from cosmic_dagster.config import ConfigError, Settings
 from cosmic_dagster.definitions import build_definitions
 from cosmic_dagster.pipeline.flight import CANARY_RELPATH
 
@@ -33,3 +35,10 @@ def test_the_schedule_runs_every_12_hours_by_default_and_tags_its_runs(settings)
     schedule = build_definitions(settings).resolve_schedule_def(names.FLIGHT_SCHEDULE)
     assert schedule.cron_schedule == "0 */12 * * *"
     assert schedule.tags[names.TAG_SUBMITTED_BY] == names.BY_SCHEDULE
+
+
+def test_a_bad_flight_cron_is_a_clear_config_error(tmp_path):
+    env = {"COSMIC_DATA_ROOT": str(tmp_path), "COSMIC_FLIGHT_CRON": "every 12 hours"}
+    with pytest.raises(ConfigError, match="COSMIC_FLIGHT_CRON='every 12 hours' must be a cron expression"):
+        Settings.from_env(env)
+    assert Settings.from_env({**env, "COSMIC_FLIGHT_CRON": "30 6 * * *"}).flight_cron == "30 6 * * *"
