@@ -32,6 +32,8 @@ TAG_RANGE_START = "dagster/asset_partition_range_start"
 TAG_RANGE_END = "dagster/asset_partition_range_end"
 TAG_WILL_RETRY = "dagster/will_retry"
 TAG_PARENT_RUN = "dagster/parent_run_id"
+TAG_SENSOR_NAME = "dagster/sensor_name"
+TAG_SCHEDULE_NAME = "dagster/schedule_name"
 
 # Our run tags.
 TAG_SCANS = "cosmic/scans"

@@ -11,16 +11,13 @@ from collections.abc import Mapping
 
 from cosmic_dagster import names
 
-_SENSOR_NAME = "dagster/sensor_name"
-_SCHEDULE_NAME = "dagster/schedule_name"
-
 
 def launched_by(tags: Mapping[str, str]) -> str:
     """One of :data:`names.LAUNCHERS` (an unknown value is returned as it is, never hidden)."""
     if tags.get(names.TAG_SUBMITTED_BY):
         return tags[names.TAG_SUBMITTED_BY]
-    if tags.get(_SENSOR_NAME):
+    if tags.get(names.TAG_SENSOR_NAME):
         return names.BY_SENSOR
-    if tags.get(_SCHEDULE_NAME):
+    if tags.get(names.TAG_SCHEDULE_NAME):
         return names.BY_SCHEDULE
     return names.BY_UI

@@ -7,8 +7,8 @@ from cosmic_dagster.domain.launches import launched_by
 
 def test_launched_by_reads_our_tag_then_dagsters_and_defaults_to_the_ui():
     assert launched_by({names.TAG_SUBMITTED_BY: names.BY_WATCHER}) == "watcher"
-    assert launched_by({"dagster/sensor_name": names.ARRIVAL_SENSOR}) == "sensor"
-    assert launched_by({"dagster/schedule_name": names.FLIGHT_SCHEDULE}) == "schedule"
+    assert launched_by({names.TAG_SENSOR_NAME: names.ARRIVAL_SENSOR}) == "sensor"
+    assert launched_by({names.TAG_SCHEDULE_NAME: names.FLIGHT_SCHEDULE}) == "schedule"
     assert launched_by({names.TAG_PARTITION: "NS_261124001_ccdframes_0_0"}) == "ui"
     assert launched_by({names.TAG_SUBMITTED_BY: "watch"}) == "watch"  # older runs: shown as they are
 
