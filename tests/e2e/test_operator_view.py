@@ -13,6 +13,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from cosmic_dagster import names
+from cosmic_dagster.cli.dagster_api import LOCATION, REPOSITORY
 from cosmic_dagster.cli.main import main
 from cosmic_dagster.domain.scans import scan_key
 from tests.e2e.conftest import LiveInstance
@@ -111,8 +112,8 @@ def test_flight_check_is_scheduled_and_runs_through_the_daemon(scans):
             ... on Schedule { cronSchedule scheduleState { status } } } }""",
         {
             "s": {
-                "repositoryLocationName": "cosmic_dagster",
-                "repositoryName": "__repository__",
+                "repositoryLocationName": LOCATION,
+                "repositoryName": REPOSITORY,
                 "scheduleName": names.FLIGHT_SCHEDULE,
             }
         },
@@ -126,5 +127,5 @@ def test_flight_check_is_scheduled_and_runs_through_the_daemon(scans):
 
 def test_ui_launchpad_of_the_flight_check_job(page):
     """The README's path: Jobs → flight_check_job → Launchpad (an op job has one)."""
-    page.goto(f"/locations/cosmic_dagster/jobs/{names.FLIGHT_JOB}/playground")
+    page.goto(f"/locations/{LOCATION}/jobs/{names.FLIGHT_JOB}/playground")
     see(page.get_by_role("button", name="Launch Run"))
