@@ -97,6 +97,7 @@ class Settings:
     sensor_grace_s: float | None  # None: unset, the sensor takes scans at once (no watcher)
     local_slots: int
     ui_url: str  # for links in alerts: {ui_url}/runs/{run_id}
+    flight_cron: str  # when the flight check runs (cron, the daemon's time zone)
     alert_webhook_url: str | None = field(repr=False)  # may embed a token: never shown
     retention_days: float = 30.0  # beamline copies older than this may be pruned (once verified)
     prune_cron: str = "30 3 * * *"  # the prune schedule (stopped until an operator starts it)
@@ -135,6 +136,7 @@ class Settings:
             else None,
             local_slots=int(_number(env, "COSMIC_LOCAL_SLOTS", max(1, os.cpu_count() or 1), 1)),
             ui_url=str(_url(env, "COSMIC_UI_URL", "http://localhost:3000")).rstrip("/"),
+            flight_cron=_cron(env, "COSMIC_FLIGHT_CRON", "0 */12 * * *"),
             alert_webhook_url=_url(env, "COSMIC_ALERT_WEBHOOK_URL", None, secret=True),
             retention_days=_number(env, "COSMIC_RETENTION_DAYS", 30.0, 0),
             prune_cron=_cron(env, "COSMIC_PRUNE_CRON", "30 3 * * *"),

@@ -12,6 +12,7 @@ from cosmic_dagster import names
 from cosmic_dagster.config import Settings
 from cosmic_dagster.defs.alert_sensor import build_alert_sensor
 from cosmic_dagster.defs.assets import RECON, scan_pipeline
+from cosmic_dagster.defs.flight import build_flight
 from cosmic_dagster.defs.profiles import resources_for
 from cosmic_dagster.defs.prune import PRUNED_SPEC, build_prune_job
 from cosmic_dagster.defs.reconcile import build_reconcile
@@ -31,10 +32,11 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     )
     prune_job, prune_schedule = build_prune_job(settings)
     reconcile_job, reconcile_schedule, reconcile_sensor = build_reconcile(settings)
+    flight_job, flight_schedule = build_flight(settings.flight_cron)
     return dg.Definitions(
         assets=[scan_pipeline, PRUNED_SPEC],
-        jobs=[scan_job, reconstruction_job, prune_job, reconcile_job],
-        schedules=[prune_schedule, reconcile_schedule],
+        jobs=[scan_job, reconstruction_job, prune_job, reconcile_job, flight_job],
+        schedules=[prune_schedule, reconcile_schedule, flight_schedule],
         sensors=[
             build_arrival_sensor(settings.sensor_interval_s),
             build_alert_sensor(settings.alert_webhook_url, settings.ui_url),

@@ -19,6 +19,10 @@ QUALITY_CHECK = "reconstruction_quality"
 SCAN_JOB = "scan_job"
 RECON_JOB = "reconstruction_job"
 
+FLIGHT_JOB = "flight_check_job"
+FLIGHT_OP = "flight_check"
+FLIGHT_SCHEDULE = "flight_check_schedule"
+
 ARRIVAL_SENSOR = "scan_arrival_sensor"
 ALERT_SENSOR = "run_failure_alerts"
 
@@ -31,10 +35,12 @@ TAG_RANGE_START = "dagster/asset_partition_range_start"
 TAG_RANGE_END = "dagster/asset_partition_range_end"
 TAG_WILL_RETRY = "dagster/will_retry"
 TAG_PARENT_RUN = "dagster/parent_run_id"
+TAG_SENSOR_NAME = "dagster/sensor_name"
+TAG_SCHEDULE_NAME = "dagster/schedule_name"
 
 # Our run tags.
 TAG_SCANS = "cosmic/scans"
-TAG_SUBMITTED_BY = "cosmic/submitted-by"
+TAG_SUBMITTED_BY = "cosmic/submitted-by"  # who launched the run: one of LAUNCHERS
 TAG_ACTION = "cosmic/action"
 TAG_WATCH_SEGMENT = "cosmic/watch-segment"
 TAG_WORKER_PID = "cosmic/run_worker_pid"
@@ -50,5 +56,13 @@ RECONCILE_JOB = "reconcile_job"
 RECONCILE_OP = "reconcile_scans"
 RECONCILE_SCHEDULE = "reconcile_schedule"
 RECONCILE_SENSOR = "reconcile_launcher"
-TAG_LAUNCHED_BY = "cosmic/launched-by"  # watcher | sensor | reconcile | cli | ui
-LAUNCHED_BY_RECONCILE = "reconcile"
+
+# Values of TAG_SUBMITTED_BY. Runs launched in the UI cannot be tagged by us: a run without the tag
+# counts as launched from the UI (see cosmic_dagster.domain.launches).
+BY_WATCHER = "watcher"
+BY_SENSOR = "sensor"
+BY_RECONCILE = "reconcile"
+BY_CLI = "cli"
+BY_UI = "ui"
+BY_SCHEDULE = "schedule"
+LAUNCHERS = (BY_WATCHER, BY_SENSOR, BY_RECONCILE, BY_CLI, BY_UI, BY_SCHEDULE)

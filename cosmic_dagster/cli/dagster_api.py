@@ -7,12 +7,14 @@ server's message, never as a raw response dump.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 import requests
 
 from cosmic_dagster import names
+from cosmic_dagster.domain.alerts import ScanFailure
 from cosmic_dagster.errors import CosmicError
 
 LOCATION = "cosmic_dagster"
@@ -65,12 +67,13 @@ class DagsterApi:
         self,
         job: str,
         *,
-        partition_key: str,
+        partition_key: str | None,
         run_config: dict[str, Any] | None = None,
         tags: dict[str, str] | None = None,
         asset_keys: Sequence[str] | None = None,
     ) -> str:
-        all_tags = {names.TAG_PARTITION: partition_key, **(tags or {})}
+        """Launch ``job`` (for one scan, or ``partition_key=None`` for an unpartitioned job)."""
+        all_tags = {**({names.TAG_PARTITION: partition_key} if partition_key else {}), **(tags or {})}
         params: dict[str, Any] = {
             "selector": {**_repo(), "jobName": job},
             "runConfigData": run_config or {},
@@ -101,11 +104,15 @@ class DagsterApi:
         )["assetNodeOrError"]
         self._ok(data, "AssetNode")
         statuses = data["assetPartitionStatuses"]
+        failed, running = statuses["failedPartitions"], statuses["materializingPartitions"]
+        # Dagster's "unmaterialized" also holds the failed and running ones; the UI's Missing
+        # does not: missing here is what the UI counts (never attempted, nothing running).
+        taken = set(failed) | set(running)
         return {
             "materialized": statuses["materializedPartitions"],
-            "failed": statuses["failedPartitions"],
-            "missing": statuses["unmaterializedPartitions"],
-            "in_progress": statuses["materializingPartitions"],
+            "failed": failed,
+            "missing": [k for k in statuses["unmaterializedPartitions"] if k not in taken],
+            "in_progress": running,
         }
 
     def partition_keys(self) -> list[str]:
@@ -253,6 +260,112 @@ class DagsterApi:
             {"f": {"tags": [{"key": k, "value": v} for k, v in tags.items()]}, "limit": limit},
         )["runsOrError"]
         return [run["runId"] for run in self._ok(data, "Runs")["results"]]
+
+    # --- the operator's view of scans (cosmic_dagster.cli.scan_view) ----------------------------------
+    def materializations(self, asset: str, partitions: Sequence[str], limit: int) -> list[dict[str, Any]]:
+        """Materializations of ``asset`` for ``partitions``, newest first: ``partition``, ``runId``,
+        ``timestamp`` (ms) and ``metadata`` (label -> plain value)."""
+        data = self.execute(
+            """query($k: AssetKeyInput!, $p: [String!], $limit: Int!) { assetOrError(assetKey: $k) {
+                __typename ... on Asset { assetEventHistory(partitions: $p, limit: $limit,
+                  eventTypeSelectors: [MATERIALIZATION]) { results { __typename
+                    ... on MaterializationEvent { partition runId timestamp
+                      metadataEntries { ...M } } } } } } }
+              fragment M on MetadataEntry { label __typename
+                ... on TextMetadataEntry { text } ... on IntMetadataEntry { intValue }
+                ... on FloatMetadataEntry { floatValue } ... on BoolMetadataEntry { boolValue }
+                ... on UrlMetadataEntry { url } ... on PathMetadataEntry { path }
+                ... on JsonMetadataEntry { jsonString } }""",
+            {"k": {"path": [asset]}, "p": list(partitions), "limit": limit},
+        )["assetOrError"]
+        if data["__typename"] == "AssetNotFoundError":
+            return []
+        return [
+            {
+                "partition": e["partition"],
+                "runId": e["runId"],
+                "timestamp": float(e["timestamp"]),
+                "metadata": {m["label"]: _metadata_value(m) for m in e["metadataEntries"]},
+            }
+            for e in self._ok(data, "Asset")["assetEventHistory"]["results"]
+        ]
+
+    def latest_run_for_partition(self, asset: str, partition: str) -> dict[str, Any] | None:
+        """The newest run planned to materialize ``asset`` for ``partition`` (what the UI's
+        partition page links): ``runId``, ``status``, ``startTime``/``endTime`` (s), ``tags``."""
+        data = self.execute(
+            """query($k: AssetKeyInput!, $p: String!) { assetNodeOrError(assetKey: $k) { __typename
+                ... on AssetNode { latestRunForPartition(partition: $p) {
+                  runId status startTime endTime tags { key value } } } } }""",
+            {"k": {"path": [asset]}, "p": partition},
+        )["assetNodeOrError"]
+        run = self._ok(data, "AssetNode")["latestRunForPartition"]
+        return {**run, "tags": {t["key"]: t["value"] for t in run["tags"]}} if run else None
+
+    def check_executions(
+        self, asset: str, check: str, partition: str, limit: int = 1
+    ) -> list[dict[str, Any]]:
+        """The latest executions of a check for one scan: ``status``, ``runId``, ``description``."""
+        data = self.execute(
+            """query($k: AssetKeyInput!, $c: String!, $p: String, $limit: Int!) {
+                assetCheckExecutions(assetKey: $k, checkName: $c, partition: $p, limit: $limit) {
+                  runId status timestamp evaluation { success description } } }""",
+            {"k": {"path": [asset]}, "c": check, "p": partition, "limit": limit},
+        )["assetCheckExecutions"]
+        return [
+            {
+                "runId": e["runId"],
+                "status": e["status"],
+                "timestamp": e["timestamp"],
+                "description": (e["evaluation"] or {}).get("description"),
+            }
+            for e in data
+        ]
+
+    def step_failures(self, run_id: str) -> tuple[list[ScanFailure], list[str]]:
+        """A run's failed scans, as its pipeline step recorded them, and its other step failure texts."""
+        data = self.execute(
+            """query($id: ID!) { logsForRun(runId: $id) { __typename
+                ... on EventConnection { events { __typename
+                  ... on ExecutionStepFailureEvent { error { message } failureMetadata { description
+                      metadataEntries { label ... on JsonMetadataEntry { jsonString } } } } } }
+                ... on RunNotFoundError { message } ... on PythonError { message } } }""",
+            {"id": run_id},
+        )["logsForRun"]
+        scans: list[ScanFailure] = []
+        texts: list[str] = []
+        for event in self._ok(data, "EventConnection")["events"]:
+            if event["__typename"] != "ExecutionStepFailureEvent":
+                continue
+            meta = event.get("failureMetadata") or {}
+            recorded = [
+                json.loads(entry["jsonString"])
+                for entry in meta.get("metadataEntries") or []
+                if entry.get("label") == names.META_SCAN_FAILURES and entry.get("jsonString")
+            ]
+            if recorded:
+                scans += [ScanFailure(**failure) for failure in recorded[0]]
+            else:
+                texts.append(meta.get("description") or (event.get("error") or {}).get("message") or "")
+        return scans, texts
+
+    def run_tags(self, run_id: str) -> dict[str, Any]:
+        """A run's job, status, start time (s) and tags."""
+        data = self.execute(
+            """query($id: ID!) { runOrError(runId: $id) { __typename
+                ... on Run { jobName status startTime tags { key value } }
+                ... on RunNotFoundError { message } ... on PythonError { message } } }""",
+            {"id": run_id},
+        )["runOrError"]
+        run = self._ok(data, "Run")
+        return {**run, "tags": {t["key"]: t["value"] for t in run["tags"]}}
+
+
+def _metadata_value(entry: dict[str, Any]) -> Any:
+    for field in ("text", "intValue", "floatValue", "boolValue", "url", "path", "jsonString"):
+        if field in entry:
+            return entry[field]
+    return None
 
 
 def _repo() -> dict[str, str]:

@@ -70,7 +70,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         names.SCAN_JOB,
         partition_key=key,
         run_config=_recon_config(args),
-        tags={names.TAG_SUBMITTED_BY: "cli"},
+        tags={names.TAG_SUBMITTED_BY: names.BY_CLI},
     )
     print(json.dumps({"scan": key, "relpath": relpath, "run_id": run_id, "run": f"{args.url}/runs/{run_id}"}))
     return 0
@@ -80,7 +80,10 @@ def cmd_recon(args: argparse.Namespace) -> int:
     """Reconstruct one scan again, e.g. with other parameters, without copying it again."""
     key = args.scan if not args.scan.endswith(".cxi") else scan_key(args.scan)
     run_id = DagsterApi(args.url).launch_run(
-        names.RECON_JOB, partition_key=key, run_config=_recon_config(args)
+        names.RECON_JOB,
+        partition_key=key,
+        run_config=_recon_config(args),
+        tags={names.TAG_SUBMITTED_BY: names.BY_CLI},
     )
     print(json.dumps({"scan": key, "run_id": run_id, "run": f"{args.url}/runs/{run_id}"}))
     return 0
@@ -99,7 +102,9 @@ def cmd_rerun_failed(args: argparse.Namespace) -> int:
         (a for a in stages if set(failed) - set(api.partition_statuses(a)["materialized"])), args.asset
     )
     assets = stages[stages.index(first) :]
-    backfill_id = api.launch_backfill(failed, assets, tags={names.TAG_ACTION: "rerun-failed"})
+    backfill_id = api.launch_backfill(
+        failed, assets, tags={names.TAG_ACTION: "rerun-failed", names.TAG_SUBMITTED_BY: names.BY_CLI}
+    )
     print(
         json.dumps(
             {
@@ -124,7 +129,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         ) from None
     if not selected:
         raise GraphQLError(f"{args.first} comes after {args.last} (order of registration)")
-    backfill_id = api.launch_backfill(selected, args.assets, tags={names.TAG_ACTION: "backfill"})
+    backfill_id = api.launch_backfill(
+        selected, args.assets, tags={names.TAG_ACTION: "backfill", names.TAG_SUBMITTED_BY: names.BY_CLI}
+    )
     print(
         json.dumps(
             {"scans": selected, "backfill_id": backfill_id, "backfill": f"{args.url}/runs/b/{backfill_id}"}
@@ -135,8 +142,29 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     api = DagsterApi(args.url)
-    out = {asset: api.partition_statuses(asset) for asset in PIPELINE_ASSETS}
-    print(json.dumps(out, indent=2))
+    if args.json:
+        out = {asset: api.partition_statuses(asset) for asset in PIPELINE_ASSETS}
+        print(json.dumps(out, indent=2))
+        return 0
+    from cosmic_dagster.cli.scan_view import format_table, scan_rows
+
+    keys = api.newest_partition_keys(names.RAW_SCAN, args.limit)
+    print(format_table(scan_rows(api, keys)))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from cosmic_dagster.cli.scan_view import format_detail, scan_detail
+
+    key = args.scan
+    if key.endswith(".cxi"):
+        root = Path(args.root) if args.root else Settings.from_env().beamline_root
+        key = scan_key(relpath_under_root(root, key) if Path(key).is_absolute() else key)
+    api = DagsterApi(args.url)
+    detail = scan_detail(api, key, args.url)
+    if not detail.runs and key not in api.partition_keys():
+        raise GraphQLError(f"no scan {key!r} is registered (cosmic-dagster status lists the recent ones)")
+    print(detail.as_json() if args.json else format_detail(detail))
     return 0
 
 
@@ -145,7 +173,7 @@ def _run_and_report(api: DagsterApi, job: str, op: str, config: dict, args: argp
     run_id = api.launch_job(
         job,
         run_config={"ops": {op: {"config": config}}} if config else {},
-        tags={names.TAG_LAUNCHED_BY: "cli"},
+        tags={names.TAG_SUBMITTED_BY: names.BY_CLI},
     )
     print(f"{job} run {run_id}: {args.url.rstrip('/')}/runs/{run_id}")
     if args.no_wait:
@@ -315,7 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--assets", nargs="+", default=PIPELINE_ASSETS)
     p.set_defaults(func=cmd_backfill)
 
-    p = with_url(sub.add_parser("status", help="partition status of each asset"))
+    p = with_url(sub.add_parser("status", help="where the recent scans stand (a table; --json: per asset)"))
+    p.add_argument("--json", action="store_true", help="partition keys per asset and status, as JSON")
+    p.add_argument("--limit", type=int, default=50, help="how many of the newest scans the table shows")
     p.set_defaults(func=cmd_status)
 
     def with_wait(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -342,6 +372,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-reconstruction-needed", action="store_true", help="prune scans not reconstructed too"
     )
     p.set_defaults(func=cmd_prune)
+
+    p = with_url(sub.add_parser("show", help="one scan: stages, failure reason, links, parameters, runs"))
+    p.add_argument("scan", help="scan key, or the scan file's path (absolute, or under the beamline root)")
+    p.add_argument("--root", help="beamline root (default: COSMIC_BEAMLINE_ROOT or the data root's)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_show)
 
     deploy = sub.add_parser("deploy", help="the production shape: PostgreSQL, code server, daemon, webserver")
     deploy_sub = deploy.add_subparsers(dest="deploy_command", required=True)

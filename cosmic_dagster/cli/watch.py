@@ -291,7 +291,7 @@ class Watcher:
             tags = {
                 names.TAG_WATCH_SEGMENT: segment_id,
                 names.TAG_SCANS: str(len(keys)),
-                names.TAG_SUBMITTED_BY: "watch",
+                names.TAG_SUBMITTED_BY: names.BY_WATCHER,
             }
             try:
                 run_id = self.api.launch_scans(names.SCAN_JOB, keys, tags)

@@ -80,6 +80,10 @@ class Compute(Protocol):
         Raises :class:`ComputeUnavailable` when nothing can be submitted at all."""
         ...
 
+    def check_available(self) -> None:
+        """Raise :class:`ComputeUnavailable` if the system cannot take jobs now (nothing submitted)."""
+        ...
+
     def fetch(self, path: str) -> bytes:
         """Read a small result file (summary, preview) written by the job."""
         ...

@@ -163,7 +163,7 @@ def build_reconcile(
                         names.TAG_RANGE_START: batch[0],
                         names.TAG_RANGE_END: batch[-1],
                         names.TAG_SCANS: str(len(batch)),
-                        names.TAG_LAUNCHED_BY: names.LAUNCHED_BY_RECONCILE,
+                        names.TAG_SUBMITTED_BY: names.BY_RECONCILE,
                     },
                 )
                 for batch in batches

@@ -16,6 +16,7 @@ from cosmic_dagster.defs.assets import RAW
 from cosmic_dagster.defs.partitions import scans
 from cosmic_dagster.defs.resources import ArrivalsResource, StateResource
 from cosmic_dagster.domain.arrivals import Cursor, discover
+from cosmic_dagster.domain.launches import launched_by
 from cosmic_dagster.domain.quarantine import Quarantine
 from cosmic_dagster.domain.scans import scan_key
 
@@ -24,13 +25,30 @@ def _batch_run_key(keys: list[str]) -> str:
     return "scans-" + hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
 
 
+def _already_launched(instance: dg.DagsterInstance, runs_by_key: dict[str, str]) -> str:
+    """Why this tick requested no run: who launched the new scans, and where to find their runs."""
+    run_ids = sorted(set(runs_by_key.values()))
+    records = instance.get_run_records(dg.RunsFilter(run_ids=run_ids))
+    by = sorted({launched_by(r.dagster_run.tags) for r in records}) or ["an unknown launcher"]
+    return (
+        f"{len(runs_by_key)} new scan(s) already launched by {' and '.join(by)} in run(s) "
+        f"{', '.join(r[:8] for r in run_ids)}: nothing to request (this sensor launches only "
+        f"scans nobody launched; their runs are under Runs, tag {names.TAG_SUBMITTED_BY})"
+    )
+
+
 def build_arrival_sensor(interval_s: int) -> dg.SensorDefinition:
     @dg.sensor(
         name=names.ARRIVAL_SENSOR,
         job_name=names.SCAN_JOB,
         minimum_interval_seconds=interval_s,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Registers complete new COSMIC scans as partitions and runs them in batches.",
+        description=(
+            "Registers complete new COSMIC scans as partitions and runs them in batches. With "
+            "`cosmic-dagster watch` running, the watcher launches new scans first: this sensor's "
+            "ticks then request 0 runs and say who launched the scans (Runs, tag "
+            f"{names.TAG_SUBMITTED_BY}); it launches only what nobody else did."
+        ),
     )
     def scan_arrival_sensor(
         context: dg.SensorEvaluationContext, arrivals: ArrivalsResource, state: StateResource
@@ -55,14 +73,17 @@ def build_arrival_sensor(interval_s: int) -> dg.SensorDefinition:
         # A scan launched by the watcher or by hand (cosmic-dagster submit) already has a run.
         # Only a planned run counts: a partition added by a daemon that died before launching
         # its run must still be launched now.
-        keys = [
-            key
-            for key in (scan_key(a.relpath) for a in found.arrivals)
-            if context.instance.get_latest_planned_materialization_info(RAW, partition=key) is None
-        ]
+        launched: dict[str, str] = {}  # scan key -> the run that already has it
+        keys = []
+        for key in (scan_key(a.relpath) for a in found.arrivals):
+            planned = context.instance.get_latest_planned_materialization_info(RAW, partition=key)
+            if planned is None:
+                keys.append(key)
+            else:
+                launched[key] = planned.run_id
         if not keys:
             context.update_cursor(found.cursor.dump())
-            return dg.SkipReason("the new scans were already launched (watcher or by hand)")
+            return dg.SkipReason(_already_launched(context.instance, launched))
         size = arrivals.max_scans_per_run
         batches = [keys[i : i + size] for i in range(0, len(keys), size)]
         context.log.info(f"{len(keys)} new scans in {len(batches)} run(s); {found.pending} still pending")
@@ -75,6 +96,7 @@ def build_arrival_sensor(interval_s: int) -> dg.SensorDefinition:
                         names.TAG_RANGE_START: batch[0],
                         names.TAG_RANGE_END: batch[-1],
                         names.TAG_SCANS: str(len(batch)),
+                        names.TAG_SUBMITTED_BY: names.BY_SENSOR,
                     },
                 )
                 for batch in batches

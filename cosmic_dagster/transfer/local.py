@@ -17,7 +17,14 @@ from pathlib import Path
 from cosmic_dagster.domain.checksums import sha256_file
 from cosmic_dagster.domain.scans import ScanPathError, normalize_relpath, resolve_under_root
 from cosmic_dagster.files import atomic_path
-from cosmic_dagster.transfer.protocol import BatchReport, Check, CopyOutcome, SourceFile, TransferItem
+from cosmic_dagster.transfer.protocol import (
+    BatchReport,
+    Check,
+    CopyOutcome,
+    SourceFile,
+    TransferError,
+    TransferItem,
+)
 
 
 class _ChangedSinceRegistration(Exception):
@@ -37,6 +44,14 @@ class LocalTransfer:
 
     def destination_path(self, relpath: str) -> str:
         return str(self.destination_root / relpath)
+
+    def check_reachable(self) -> str:
+        if not self.source_root.is_dir():
+            raise TransferError(f"beamline folder {self.source_root} is not a directory")
+        existing = next(p for p in (self.destination_root, *self.destination_root.parents) if p.exists())
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise TransferError(f"destination {self.destination_root} is not writable ({existing})")
+        return f"{self.source_root} readable, {self.destination_root} writable"
 
     def copy_batch(self, items: Sequence[TransferItem], label: str) -> BatchReport:
         started = time.monotonic()

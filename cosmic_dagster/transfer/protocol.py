@@ -100,4 +100,7 @@ class Transfer(Protocol):
 
     def forget(self, keys: Sequence[str]) -> None:
         """Drop what the adapter recorded about scans whose beamline file was pruned."""
+
+    def check_reachable(self) -> str:
+        """Each collection this adapter uses answers now; a short summary, or TransferError."""
         ...

@@ -5,6 +5,7 @@ import os
 import dagster as dg
 import pytest
 
+from cosmic_dagster import names
 from cosmic_dagster.definitions import build_definitions
 from cosmic_dagster.defs.profiles import resources_for
 from cosmic_dagster.defs.progress import scan_progress
@@ -13,12 +14,16 @@ from cosmic_dagster.domain.quarantine import KIND as QUARANTINE
 from cosmic_dagster.domain.scans import scan_key
 
 
-def run_batch(defs, instance, keys, job="scan_job", run_config=None):
+def run_batch(defs, instance, keys, job="scan_job", run_config=None, tags=None):
     instance.add_dynamic_partitions("scans", keys)
     return defs.resolve_job_def(job).execute_in_process(
         instance=instance,
         run_config=run_config,
-        tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]},
+        tags={
+            "dagster/asset_partition_range_start": keys[0],
+            "dagster/asset_partition_range_end": keys[-1],
+            **(tags or {}),
+        },
         raise_on_error=False,
     )
 
@@ -143,6 +148,32 @@ def test_sensor_relaunches_partitions_whose_run_never_started(settings, beamline
     instance.add_dynamic_partitions("scans", keys)  # added, no run, cursor not saved
     retry = sensor(dg.build_sensor_context(instance=instance, resources=resources_for(settings)))
     assert retry.dynamic_partitions_requests[0].partition_keys == keys and len(retry.run_requests) == 1
-    assert run_batch(defs, instance, keys).success  # now they have their run (e.g. the watcher's)
+    assert retry.run_requests[0].tags[names.TAG_SUBMITTED_BY] == names.BY_SENSOR
+    watcher = {names.TAG_SUBMITTED_BY: names.BY_WATCHER}
+    result = run_batch(defs, instance, keys, tags=watcher)  # now they have their run: the watcher's
+    assert result.success
     skipped = sensor(dg.build_sensor_context(instance=instance, resources=resources_for(settings)))
-    assert isinstance(skipped, dg.SkipReason) and "already launched" in str(skipped.skip_message)
+    assert isinstance(skipped, dg.SkipReason)
+    # The tick says why it requested nothing, and where the runs are.
+    assert "2 new scan(s) already launched by watcher" in skipped.skip_message
+    assert result.run_id[:8] in skipped.skip_message
+
+
+def test_a_successful_batch_logs_no_missing_output_line(defs, beamline):
+    """Per-scan check evaluations count as the checks' outputs: no "did not yield" noise."""
+    keys = [scan_key(beamline.scan()), scan_key(beamline.scan())]
+    instance = dg.DagsterInstance.ephemeral()
+    for job, evaluations in (("scan_job", 4), ("reconstruction_job", 2)):
+        result = run_batch(defs, instance, keys, job=job)
+        assert result.success
+        assert not [r for r in instance.all_logs(result.run_id) if "did not yield" in r.user_message]
+        checks = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+        assert len(checks) == evaluations  # one per scan and check, none extra
+
+
+def test_every_reconstruction_parameter_is_described_for_the_launchpad():
+    from cosmic_dagster.defs.assets import ReconstructionConfig
+
+    for name, field in ReconstructionConfig.model_fields.items():
+        assert field.description, f"{name} has no description"
+        assert any(e in field.description for e in ("epie", "ptychocam", "cdtools", "all engines")), name

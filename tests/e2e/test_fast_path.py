@@ -157,7 +157,9 @@ def test_fresh_scans_go_through_the_watcher_and_missed_ones_through_the_sensor(f
     burst = [scan_key(bl.scan()) for _ in range(3)]
     live.wait_checked(burst)
     for key in [first, *burst]:
-        assert [r.tags.get("cosmic/submitted-by") for r in runs_covering(live.instance, key)] == ["watch"]
+        assert [r.tags.get(names.TAG_SUBMITTED_BY) for r in runs_covering(live.instance, key)] == [
+            names.BY_WATCHER
+        ]
     watch_runs = {r.run_id for k in [first, *burst] for r in runs_covering(live.instance, k)}
     assert any(handed_to_warm_worker(live.instance, run_id) for run_id in watch_runs)
 
@@ -172,7 +174,9 @@ def test_fresh_scans_go_through_the_watcher_and_missed_ones_through_the_sensor(f
     back = scan_key(bl.scan())
     live.wait_checked([back])
     time.sleep(2)  # a late duplicate launch would show up here
-    assert [r.tags.get("cosmic/submitted-by") for r in runs_covering(live.instance, back)] == ["watch"]
+    assert [r.tags.get(names.TAG_SUBMITTED_BY) for r in runs_covering(live.instance, back)] == [
+        names.BY_WATCHER
+    ]
     counts = launched_keys(live.instance)
     assert {key: counts[key] for key in [first, *burst, missed, back]} == dict.fromkeys(
         [first, *burst, missed, back], 1

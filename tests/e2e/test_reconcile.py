@@ -38,9 +38,7 @@ def test_reconcile_finds_every_missed_scan_and_launches_each_once(live, capsys):
             dg.AssetRecordsFilter(asset_key=dg.AssetKey(names.RAW_SCAN), asset_partitions=[key]), limit=10
         ).records
         assert len(records) == 1, (key, len(records))
-    runs = live.instance.get_runs(
-        filters=dg.RunsFilter(tags={names.TAG_LAUNCHED_BY: names.LAUNCHED_BY_RECONCILE})
-    )
+    runs = live.instance.get_runs(filters=dg.RunsFilter(tags={names.TAG_SUBMITTED_BY: names.BY_RECONCILE}))
     by_reconcile = set()
     for run in runs:
         keys = live.instance.get_dynamic_partitions(names.PARTITIONS)

@@ -195,6 +195,7 @@ class GlobusTransfer:
         max_files_per_task: int = 10_000,
         max_resubmits: int = 2,
         unreachable_grace_s: float = 300.0,
+        collections: Mapping[str, Endpoint] | None = None,
     ):
         if poll_interval_s <= 0 or deadline_s <= 0 or max_files_per_task < 1 or max_resubmits < 0:
             raise ValueError(
@@ -203,6 +204,8 @@ class GlobusTransfer:
         self.client = client
         self.source = source
         self.destination = destination
+        # What a flight check lists: every collection of the endpoints file (default: these two).
+        self.collections = dict(collections or {e.name: e for e in (source, destination)})
         self.ledger = ledger
         self.poll_interval_s = poll_interval_s
         self.deadline_s = deadline_s
@@ -247,11 +250,32 @@ class GlobusTransfer:
             deadline_s=deadline_s,
             max_files_per_task=max_files_per_task,
             unreachable_grace_s=unreachable_grace_s,
+            collections=endpoints,
         )
 
     # ---- Transfer protocol -----------------------------------------------------------------
     def destination_path(self, relpath: str) -> str:
         return self.destination.path(relpath)
+
+    def check_reachable(self) -> str:
+        """List (one entry of) the root of every collection: each must answer.
+
+        A root folder that is not there yet (the first copy creates it) is noted, not an error:
+        the collection answered."""
+        notes = []
+        for name, endpoint in sorted(self.collections.items()):
+            try:
+                self.client.operation_ls(endpoint.uuid, path=endpoint.root_path.rstrip("/") + "/", limit=1)
+                notes.append(name)
+            except globus_sdk.TransferAPIError as exc:
+                if exc.http_status != 404 and exc.code not in ("ClientError.NotFound", "NotFound"):
+                    raise TransferError(
+                        f"collection {name} ({endpoint.uuid}): {describe_error(exc)}"
+                    ) from None
+                notes.append(f"{name} (root {endpoint.root_path} not there yet)")
+            except (globus_sdk.GlobusAPIError, globus_sdk.NetworkError) as exc:
+                raise TransferError(f"collection {name} ({endpoint.uuid}): {describe_error(exc)}") from None
+        return "answered: " + ", ".join(notes)
 
     def copy_batch(self, items: Sequence[TransferItem], label: str) -> BatchReport:
         started = time.monotonic()
