@@ -41,8 +41,11 @@ LEDGER_KIND = "job"
 RUNTIME_KIND = "job_runtime"
 #: How many recent run times of a class are kept (their median is the expected run time).
 RUNTIME_HISTORY = 20
-#: Half-width of the dense polling window around an expected end, as a fraction of the run time.
-END_WINDOW_FRACTION = 0.05
+#: Half-width of the dense polling window around an expected end: three median absolute deviations
+#: of the recent run times, at least this fraction of the run time (and 3 poll intervals) ...
+MIN_WINDOW_FRACTION = 0.02
+#: ... and at most this fraction (beyond it dense polling would cost more than the backoff).
+MAX_WINDOW_FRACTION = 0.1
 #: Submissions whose acceptance stayed unknown, before giving up.
 MAX_UNCONFIRMED_SUBMISSIONS = 3
 
@@ -130,6 +133,9 @@ class SchedulerCompute(ABC):
     def check_available(self) -> None:  # noqa: B027 - optional hook, most schedulers need none
         """Raise ComputeUnavailable before any submission if the system cannot take jobs."""
 
+    def prepare(self, specs: Sequence[JobSpec]) -> None:  # noqa: B027 - optional hook
+        """Get ready to submit ``specs`` (e.g. create their directories), all in one go."""
+
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
 
@@ -141,6 +147,9 @@ class SchedulerCompute(ABC):
     ) -> dict[str, JobOutcome]:
         self.check_available()
         existing, superseded = self._existing(specs)
+        new = [spec for spec in specs if spec.name not in existing]
+        if new:
+            self.prepare(new)
         pending: dict[str, _Pending] = {}
         for spec in specs:
             if spec.name in existing:
@@ -218,7 +227,7 @@ class SchedulerCompute(ABC):
         outcomes: dict[str, JobOutcome] = {}
         started = time.time()
         backoff = self.poll_interval_s
-        expected = {name: self.expected_run_s(job.spec) for name, job in pending.items()}
+        expected = {name: self.expected_run(job.spec) for name, job in pending.items()}
         while pending:
             seen = self.statuses([job.job_id for job in pending.values()])
             now = time.time()
@@ -241,18 +250,22 @@ class SchedulerCompute(ABC):
         return outcomes
 
     def next_poll_s(
-        self, pending: dict[str, _Pending], expected: dict[str, float | None], backoff: float, now: float
+        self,
+        pending: dict[str, _Pending],
+        expected: dict[str, tuple[float, float] | None],
+        backoff: float,
+        now: float,
     ) -> float:
         """Seconds to the next poll: every ``poll_interval_s`` inside a job's window around its
         expected end, sparse before it, the usual backoff for jobs without an expectation."""
         waits = []
         for name, job in pending.items():
-            run_s = expected[name]
-            if run_s is None or job.started_at is None:
+            expectation = expected[name]
+            if expectation is None or job.started_at is None:
                 waits.append(backoff)
                 continue
-            end = job.started_at + run_s
-            window = max(3 * self.poll_interval_s, END_WINDOW_FRACTION * run_s)
+            end = job.started_at + expectation[0]
+            window = expectation[1]
             if now < end - window:
                 waits.append(min(self.sparse_poll_interval_s, end - window - now))
             elif now <= end + window:
@@ -284,12 +297,18 @@ class SchedulerCompute(ABC):
         recent = (self.ledger.get(RUNTIME_KIND, runtime_class) or {}).get("run_s", [])
         self.ledger.put(RUNTIME_KIND, runtime_class, {"run_s": [*recent, run_s][-RUNTIME_HISTORY:]})
 
-    def expected_run_s(self, spec: JobSpec) -> float | None:
-        """Median run time of recent completed jobs of the same kind, if any."""
+    def expected_run(self, spec: JobSpec) -> tuple[float, float] | None:
+        """(median run time, half-width of the window its end falls in) of recent completed jobs of
+        the same kind, if any."""
         if not spec.runtime_class:
             return None
         recent = (self.ledger.get(RUNTIME_KIND, spec.runtime_class) or {}).get("run_s", [])
-        return statistics.median(recent) if recent else None
+        if not recent:
+            return None
+        run_s = statistics.median(recent)
+        spread = 3 * statistics.median(abs(x - run_s) for x in recent)
+        low = max(3 * self.poll_interval_s, MIN_WINDOW_FRACTION * run_s)
+        return run_s, min(max(spread, low), max(low, MAX_WINDOW_FRACTION * run_s))
 
     def _safe_tail(self, job_id: str, spec: JobSpec) -> str:
         try:

@@ -127,18 +127,24 @@ def sbatch_directives(script: str) -> dict[str, str]:
     return options
 
 
-def sfapi_script(spec: JobSpec) -> str:
-    """``spec.script`` as submitted: job name and output file made explicit, ``spec.env`` exported.
-
-    The name is how a retried step finds its job; the output file is where failure logs are read."""
-    if not spec.script.startswith("#!"):
-        raise ValueError(f"job {spec.name}: a batch script must start with '#!' (an interpreter line)")
+def sfapi_workdir(spec: JobSpec) -> str:
+    """``spec.workdir``, checked: absolute at NERSC, and usable unquoted in ``#SBATCH`` lines."""
     if not spec.workdir.startswith("/"):
         raise ValueError(f"job {spec.name}: workdir {spec.workdir!r} must be an absolute path at NERSC")
     if re.search(r"[\s'\"\\]", spec.workdir):
         raise ValueError(
             f"job {spec.name}: workdir {spec.workdir!r} must not contain spaces, quotes or backslashes"
         )
+    return spec.workdir
+
+
+def sfapi_script(spec: JobSpec) -> str:
+    """``spec.script`` as submitted: job name and output file made explicit, ``spec.env`` exported.
+
+    The name is how a retried step finds its job; the output file is where failure logs are read."""
+    if not spec.script.startswith("#!"):
+        raise ValueError(f"job {spec.name}: a batch script must start with '#!' (an interpreter line)")
+    sfapi_workdir(spec)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", spec.name):
         raise ValueError(f"job name {spec.name!r}: only letters, digits, '_', '.' and '-' are allowed")
     directives = sbatch_directives(spec.script)
@@ -445,10 +451,15 @@ class SfapiCompute(SchedulerCompute):
         except SfapiError as exc:
             raise ComputeUnavailable(f"SFAPI client cannot act for its user: {exc}") from None
 
+    def prepare(self, specs: Sequence[JobSpec]) -> None:
+        """One ``mkdir -p`` for the work directories of all jobs about to be submitted."""
+        workdirs = [sfapi_workdir(spec) for spec in specs]
+        mkdir = f"mkdir -p -- {' '.join(shlex.quote(d) for d in workdirs)}"
+        what = f"creating {workdirs[0]}" + (f" and {len(workdirs) - 1} more" if len(workdirs) > 1 else "")
+        self._call(what, lambda: self._compute().run(mkdir))
+
     def submit(self, spec: JobSpec) -> str:
         script = sfapi_script(spec)
-        mkdir = f"mkdir -p -- {shlex.quote(spec.workdir)}"
-        self._call(f"creating {spec.workdir}", lambda: self._compute().run(mkdir))
         what = f"submitting job {spec.name}"
         task_id = self._call(what, lambda: self._post_job(script), once=True)
         return self._job_from_task(what, task_id)
