@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from cosmic_dagster.compute.base import JobStatus, SchedulerCompute
+from cosmic_dagster.compute.base import JobStatus, SchedulerCompute, SubmissionUnconfirmed
 from cosmic_dagster.compute.jobscript import JOB_OUTPUT
 from cosmic_dagster.compute.protocol import ComputeUnavailable, JobSpec
 from cosmic_dagster.compute.slurm import cli as slurm_cli
@@ -47,6 +47,8 @@ class SlurmCompute(SchedulerCompute):
         try:
             return slurm_cli.sbatch(spec.script, workdir=str(workdir), env=spec.env, args=args)
         except slurm_cli.SlurmCommandError as exc:
+            if exc.uncertain:
+                raise SubmissionUnconfirmed(f"sbatch of job {spec.name}: {exc}") from exc
             raise ComputeUnavailable(f"sbatch refused job {spec.name}: {exc}") from exc
 
     def statuses(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
