@@ -175,6 +175,20 @@ def test_submit_refused_before_it_took_effect_is_sent_again_after_the_grace(
     assert [r["status"] for r in emulator.requests() if r["route"] == "submit"] == [502, 200]
 
 
+def test_401_on_the_post_itself_is_renewed_and_sent_again(
+    start_emulator: Callable[..., SfapiEmulator], make_compute: MakeCompute, make_spec: MakeSpec
+) -> None:
+    # A refused POST took no effect: renewing the token and posting again is safe.
+    emulator = start_emulator(faults=Faults(http_errors=(HttpFault(401, count=1, route="submit"),)))
+    spec = make_spec()
+
+    outcome = make_compute(emulator).run_batch([spec])[spec.name]
+
+    assert outcome.state == "COMPLETED" and names(emulator) == [spec.name]
+    assert [r["status"] for r in emulator.requests() if r["route"] == "submit"] == [401, 200]
+    assert emulator.tokens_issued == 2
+
+
 @pytest.mark.parametrize("status", [401, 500])
 def test_submit_task_that_fails_after_the_post_never_makes_a_twin(
     start_emulator: Callable[..., SfapiEmulator], make_compute: MakeCompute, make_spec: MakeSpec, status: int
