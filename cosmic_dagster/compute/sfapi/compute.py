@@ -4,8 +4,8 @@ The submit-or-reattach-and-wait rules live in :class:`~cosmic_dagster.compute.ba
 this adapter translates them to SFAPI calls:
 
 * availability: ``compute.status`` (sfapi-client never checks it itself) and one authenticated call;
-* submit: the rendered script inline (``isPath=false``) after ``mkdir -p`` of its work directory
-  (Slurm cannot open ``--output`` in a missing directory); the job name and output file are made
+* submit: the rendered script inline (``isPath=false``) after one ``mkdir -p`` of the work
+  directories of the batch (Slurm cannot open ``--output`` in a missing directory); the job name and output file are made
   explicit in the script so the job can be found by name and its log read back. The POST is sent
   exactly once per attempt (sfapi-client's own retry of a POST NERSC may have accepted makes
   twins): a refusal (401, 429, no connection) is retried, an answer lost after the request went
@@ -13,6 +13,8 @@ this adapter translates them to SFAPI calls:
   a task id the job id is read from that task, never by posting again;
 * state: one list call per poll for all jobs (``kwargs=jobid=a,b,c``), one sacct call for the ids
   squeue no longer shows; unknown ids are left out (the base class grants a grace period);
+* by name: one user-wide squeue listing for all names of a batch, one sacct listing for the names
+  squeue does not show;
 * errors: sfapi-client raises ``SfApiError``, ``httpx.HTTPStatusError``, ``tenacity.RetryError``
   and authlib's ``OAuthError``; all become :class:`SfapiError` or ``ComputeUnavailable`` with a
   message naming the call. Transient failures of read-only calls are retried for
