@@ -42,10 +42,9 @@ RUNTIME_KIND = "job_runtime"
 #: How many recent run times of a class are kept (their median is the expected run time).
 RUNTIME_HISTORY = 20
 #: Half-width of the dense polling window around an expected end: three median absolute deviations
-#: of the recent run times, at least this fraction of the run time (and 3 poll intervals) ...
+#: of the recent run times, at least this fraction of the run time (and 3 poll intervals), at most
+#: what keeps the polls of a long job below those of the plain backoff (see ``expected_run``).
 MIN_WINDOW_FRACTION = 0.02
-#: ... and at most this fraction (beyond it dense polling would cost more than the backoff).
-MAX_WINDOW_FRACTION = 0.1
 #: Submissions whose acceptance stayed unknown, before giving up.
 MAX_UNCONFIRMED_SUBMISSIONS = 3
 
@@ -308,7 +307,11 @@ class SchedulerCompute(ABC):
         run_s = statistics.median(recent)
         spread = 3 * statistics.median(abs(x - run_s) for x in recent)
         low = max(3 * self.poll_interval_s, MIN_WINDOW_FRACTION * run_s)
-        return run_s, min(max(spread, low), max(low, MAX_WINDOW_FRACTION * run_s))
+        # Polls per second of run time: 2f/dense + (1 - f)/sparse with a window of f * run_s,
+        # against 1/max for the backoff; the largest f that costs no more:
+        dense, sparse = self.poll_interval_s, self.sparse_poll_interval_s
+        budget = max(0.0, 1 / self.max_poll_interval_s - 1 / sparse) / (2 / dense - 1 / sparse)
+        return run_s, min(max(spread, low), max(low, budget * run_s))
 
     def _safe_tail(self, job_id: str, spec: JobSpec) -> str:
         try:

@@ -5,8 +5,9 @@ this adapter translates them to SFAPI calls:
 
 * availability: ``compute.status`` (sfapi-client never checks it itself) and one authenticated call;
 * submit: the rendered script inline (``isPath=false``) after one ``mkdir -p`` of the work
-  directories of the batch (Slurm cannot open ``--output`` in a missing directory); the job name and output file are made
-  explicit in the script so the job can be found by name and its log read back. The POST is sent
+  directories of the batch (Slurm cannot open ``--output`` in a missing directory); the job name
+  and output file are made explicit in the script so the job can be found by name and its log
+  read back. The POST is sent
   exactly once per attempt (sfapi-client's own retry of a POST NERSC may have accepted makes
   twins): a refusal (401, 429, no connection) is retried, an answer lost after the request went
   out is :class:`~cosmic_dagster.compute.base.SubmissionUnconfirmed`, and once NERSC answered with
