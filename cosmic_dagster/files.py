@@ -41,23 +41,25 @@ def write_atomic(path: str | Path, data: bytes | str, unique: bool = False) -> P
     return Path(path)
 
 
-def read_private_file(path: str | Path, what: str) -> str:
+def read_private_file(path: str | Path, what: str, error: type[Exception] = PermissionError) -> str:
     """Read a secret from a file that only its owner may read (like ssh does for its keys).
 
-    ``what`` names the secret in the error, never its content.
+    ``what`` names the secret in the message (never its content); ``error`` is the caller's error
+    class, so a settings problem reads as one.
     """
     path = Path(path)
     try:
         mode = path.stat().st_mode
-        text = path.read_text()
-    except OSError as exc:
-        raise PermissionError(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
+    except FileNotFoundError:
+        raise error(f"{what} {path} does not exist") from None
+    if not stat.S_ISREG(mode):
+        raise error(f"{what} {path} is not a regular file")
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise PermissionError(
-            f"{what} {path} is accessible by group or others (mode {stat.S_IMODE(mode):o}); "
+        raise error(
+            f"{what} {path} is readable by group or others (mode {stat.S_IMODE(mode):o}); "
             f"run: chmod 600 {path}"
         )
-    return text
+    return path.read_text()
 
 
 def tail_lines(text: str, lines: int) -> str:

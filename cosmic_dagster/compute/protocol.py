@@ -22,12 +22,16 @@ TERMINAL_STATES = SUCCESS_STATES | FAILURE_STATES
 
 @dataclass(frozen=True)
 class JobSpec:
-    """A batch job: its unique name, the full script text and the directory it writes into."""
+    """A batch job: its unique name, the full script text and the directory it writes into.
+
+    ``runtime_class`` names jobs expected to run about as long as this one (same engine and input
+    size); adapters learn its typical run time and poll densely only around the expected end."""
 
     name: str
     script: str
     workdir: str
     env: dict[str, str] = field(default_factory=dict)
+    runtime_class: str = ""
 
 
 @dataclass(frozen=True)

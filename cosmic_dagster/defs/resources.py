@@ -7,8 +7,10 @@ sensors only see the role's base class.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import dagster as dg
+from pydantic import PrivateAttr
 
 from cosmic_dagster.compute.jobscript import SlurmDirectives
 from cosmic_dagster.compute.local.compute import LocalCompute
@@ -180,13 +182,21 @@ class SfapiComputeResource(ComputeResource):
     pool: str = "slurm-perlmutter"
     poll_interval_s: float = 10.0
     max_poll_interval_s: float = 60.0
+    _adapters: list[Any] = PrivateAttr(default_factory=list)  # SfapiCompute, closed at teardown
 
     def adapter(self, ledger: Ledger) -> Compute:
         from cosmic_dagster.compute.sfapi.compute import SfapiCompute
 
-        return SfapiCompute.from_env(
+        compute = SfapiCompute.from_env(
             ledger, poll_interval_s=self.poll_interval_s, max_poll_interval_s=self.max_poll_interval_s
         )
+        self._adapters.append(compute)
+        return compute
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        """Close the sfapi-client sessions (HTTP connections) this run opened."""
+        while self._adapters:
+            self._adapters.pop().close()
 
     def job_url(self, job_id: str) -> str | None:
         from cosmic_dagster.compute.sfapi.compute import JOB_URL_TEMPLATE

@@ -11,7 +11,8 @@ import pytest
 
 from cosmic_dagster.domain.ledger import Ledger
 from cosmic_dagster.domain.scans import scan_key
-from cosmic_dagster.emulators.sfapi.scheduler import SimulatedScheduler, SlurmScheduler
+from cosmic_dagster.emulators.sfapi.local_slurm import SlurmScheduler
+from cosmic_dagster.emulators.sfapi.scheduler import SimulatedScheduler
 from tests.e2e.conftest import LiveInstance, start_live_instance
 from tests.e2e.nersc_site import GLOBUS_SECRET, Site, secret_free
 

@@ -17,6 +17,7 @@ from cosmic_dagster.compute.sfapi.compute import SfapiCompute, SfapiError
 from cosmic_dagster.domain.ledger import Ledger
 from cosmic_dagster.emulators.sfapi.scheduler import JobFault, SimulatedScheduler
 from cosmic_dagster.emulators.sfapi.server import Faults, HttpFault, SfapiEmulator
+from tests.sfapi.conftest import CLIENT_ID
 
 MakeCompute = Callable[..., SfapiCompute]
 MakeSpec = Callable[..., JobSpec]
@@ -141,13 +142,13 @@ def test_bursts_of_5xx_and_429_are_survived_without_duplicates(
     assert statuses.count(503) == 3 and statuses.count(500) == 2 and statuses.count(429) == 2
 
 
-def test_submit_accepted_but_answer_lost_leaves_no_running_duplicate(
+def test_submit_accepted_but_answer_lost_makes_no_twin(
     start_emulator: Callable[..., SfapiEmulator],
     make_compute: MakeCompute,
     make_spec: MakeSpec,
     tmp_path: Path,
 ) -> None:
-    # NERSC takes the job, the gateway answers 502, sfapi-client retries the POST: two jobs.
+    # NERSC takes the job, the gateway answers 502: sfapi-client would POST again (a twin).
     emulator = start_emulator(
         faults=Faults(http_errors=(HttpFault(502, count=1, route="submit", after=True),)),
         scheduler=SimulatedScheduler(queue_wait_s=2.0, spool_dir=tmp_path / "spool"),
@@ -157,10 +158,53 @@ def test_submit_accepted_but_answer_lost_leaves_no_running_duplicate(
     outcome = make_compute(emulator).run_batch([spec])[spec.name]
 
     assert outcome.state == "COMPLETED"
-    jobs = emulator.jobs()
-    assert len(jobs) == 2  # the retry really made a twin ...
-    states = sorted(job["state"] for job in jobs)
-    assert states == ["CANCELLED", "COMPLETED"], jobs  # ... and only one of them ran
+    assert [job["state"] for job in emulator.jobs()] == ["COMPLETED"]  # found by name, one job
+    assert [r["status"] for r in emulator.requests() if r["route"] == "submit"] == [502]
+
+
+def test_submit_refused_before_it_took_effect_is_sent_again_after_the_grace(
+    start_emulator: Callable[..., SfapiEmulator], make_compute: MakeCompute, make_spec: MakeSpec
+) -> None:
+    emulator = start_emulator(faults=Faults(http_errors=(HttpFault(502, count=1, route="submit"),)))
+    spec = make_spec()
+
+    outcome = make_compute(emulator, not_found_grace_s=1.0).run_batch([spec])[spec.name]
+
+    assert outcome.state == "COMPLETED"
+    assert names(emulator) == [spec.name]
+    assert [r["status"] for r in emulator.requests() if r["route"] == "submit"] == [502, 200]
+
+
+def test_401_on_the_post_itself_is_renewed_and_sent_again(
+    start_emulator: Callable[..., SfapiEmulator], make_compute: MakeCompute, make_spec: MakeSpec
+) -> None:
+    # A refused POST took no effect: renewing the token and posting again is safe.
+    emulator = start_emulator(faults=Faults(http_errors=(HttpFault(401, count=1, route="submit"),)))
+    spec = make_spec()
+
+    outcome = make_compute(emulator).run_batch([spec])[spec.name]
+
+    assert outcome.state == "COMPLETED" and names(emulator) == [spec.name]
+    assert [r["status"] for r in emulator.requests() if r["route"] == "submit"] == [401, 200]
+    assert emulator.tokens_issued == 2
+
+
+@pytest.mark.parametrize("status", [401, 500])
+def test_submit_task_that_fails_after_the_post_never_makes_a_twin(
+    start_emulator: Callable[..., SfapiEmulator], make_compute: MakeCompute, make_spec: MakeSpec, status: int
+) -> None:
+    # 401: the token expired between the POST NERSC accepted and the first poll of its task
+    # (renew, read the same task); 500 for longer than the patience: find the job by name.
+    fault = HttpFault(status, count=1 if status == 401 else 100, route="submit-task")
+    emulator = start_emulator(faults=Faults(http_errors=(fault,)))
+    spec = make_spec()
+
+    outcome = make_compute(emulator, api_patience_s=0.5).run_batch([spec])[spec.name]
+
+    assert outcome.state == "COMPLETED"
+    assert names(emulator) == [spec.name]
+    assert emulator.request_counts()["submit"] == 1
+    assert status in [r["status"] for r in emulator.requests() if r["route"] == "task"]
 
 
 def test_api_down_longer_than_patience_is_a_clear_error(
@@ -235,10 +279,48 @@ def test_wrong_key_is_refused_clearly(
         )
     )
 
-    with pytest.raises(ComputeUnavailable, match=r"refused the SFAPI client credentials \(invalid_client\)"):
+    refused = rf"refused the credentials of SFAPI client {CLIENT_ID} .*invalid_client"
+    with pytest.raises(ComputeUnavailable, match=refused):
         make_compute(emulator).run_batch([make_spec()])
 
     assert emulator.jobs() == []
+
+
+@pytest.mark.parametrize("status_too", [False, True])
+def test_tokens_refused_on_every_call_are_named_as_such(
+    start_emulator: Callable[..., SfapiEmulator],
+    make_compute: MakeCompute,
+    make_spec: MakeSpec,
+    status_too: bool,
+) -> None:
+    # Tokens are issued but every call is refused (client revoked in Iris, or IP not allowed);
+    # with status_too even the machine status answers 401.
+    status_401 = (HttpFault(401, count=100, route="status"),) if status_too else ()
+    emulator = start_emulator(faults=Faults(refuse_tokens=True, http_errors=status_401))
+
+    with pytest.raises(ComputeUnavailable) as caught:
+        make_compute(emulator).run_batch([make_spec()])
+
+    message = str(caught.value)
+    assert f"refused the credentials of SFAPI client {CLIENT_ID}" in message
+    assert "also with a fresh token" in message and "cannot reach" not in message
+    assert emulator.jobs() == [] and emulator.tokens_issued == 2
+
+
+def test_downloads_answered_as_text_are_accepted(
+    start_emulator: Callable[..., SfapiEmulator], make_compute: MakeCompute, make_spec: MakeSpec
+) -> None:
+    emulator = start_emulator(faults=Faults(text_downloads=True))
+    compute = make_compute(emulator)
+    spec = make_spec(body="echo 'engine: diverged'; exit 3")
+
+    outcome = compute.run_batch([spec])[spec.name]
+    good = make_spec("recon.good.00000002")
+    compute.run_batch([good])
+
+    assert outcome.state == "FAILED" and outcome.log_tail.endswith("engine: diverged")
+    assert json.loads(compute.fetch(f"{good.workdir}/summary.json")) == {"iterations": 3, "error": 0.01}
+    assert compute.fetch(f"{good.workdir}/preview.png") == b"\x89PNG\r\n\x1a\n\x00\xff"  # not UTF-8
 
 
 def test_submission_refused_by_slurm_is_a_clear_error(
@@ -250,7 +332,7 @@ def test_submission_refused_by_slurm_is_a_clear_error(
     with pytest.raises(SfapiError, match="Invalid qos specification") as caught:
         make_compute(emulator).run_batch([make_spec()])
 
-    assert "reattaches to it by name" in str(caught.value)
+    assert "no job was created" in str(caught.value)
     assert emulator.jobs() == []
 
 
@@ -345,3 +427,24 @@ def test_secrets_stay_out_of_logs_and_reprs(
         assert key_line not in text
         assert token not in text
     assert "Bearer" not in log_file.read_text()
+
+
+def test_reattach_checks_of_a_batch_cost_the_same_as_for_one_job(
+    emulator: SfapiEmulator, make_compute: MakeCompute, make_spec: MakeSpec
+) -> None:
+    specs = [make_spec(f"recon.scan{i}.0000000{i}") for i in range(4)]
+    compute = make_compute(emulator)
+    compute.run_batch(specs)
+    listings = [r for r in emulator.requests() if r["kwargs"] and r["kwargs"][0].startswith("user=")]
+    emulator.reset_requests()
+
+    again = compute.run_batch(specs)  # same ledger: every job is reattached
+    before_wait = emulator.requests()
+
+    assert all(o.reattached for o in again.values()) and len(emulator.jobs()) == 4
+    # New jobs: one squeue and one sacct listing of the user's jobs for the whole batch.
+    assert sorted(r["route"] for r in listings) == ["sacct", "squeue"]
+    # Reattaching: one squeue query (and one sacct for finished jobs) for all four.
+    state_queries = [r for r in before_wait if r["route"] in ("squeue", "sacct")]
+    assert len(state_queries) <= 2 * 2  # the reattach check, then the first poll of the wait
+    assert all(len(r["kwargs"][0].split(",")) == 4 for r in state_queries if r["route"] == "squeue")

@@ -20,6 +20,7 @@ from sfapi_client.compute import Machine
 from sfapi_client.jobs import JobState
 
 from cosmic_dagster.emulators.sfapi.auth import JWT_BEARER
+from cosmic_dagster.emulators.sfapi.sbatch import ScriptError, directives
 from cosmic_dagster.emulators.sfapi.scheduler import SimulatedScheduler, parse_time_limit
 from cosmic_dagster.emulators.sfapi.server import Faults, SfapiEmulator
 
@@ -384,3 +385,94 @@ def test_public_key_must_be_rsa_pem(nersc: Path) -> None:
         SfapiEmulator(client_id=CLIENT_ID, public_key_pem=b"garbage")
     with pytest.raises(ValueError, match="must be an RSA key"):
         SfapiEmulator(client_id=CLIENT_ID, public_key_pem=ec_pem)
+
+
+# --- the emulator's own reading of batch scripts (independent of the adapter's) -----------------
+def test_directives_are_read_as_sbatch_documents_them() -> None:
+    script = "\n".join(
+        [
+            "#!/bin/bash",
+            "#SBATCH -J recon.a.1 --qos=regular -N2",
+            "#SBATCH --output /w/job.out  # trailing comment",
+            '#SBATCH -t 00:10:00 --exclusive -C gpu --chdir="/w d"',
+            "  #SBATCH --account=indented_is_a_comment",
+            "## SBATCH --account=commented_out",
+            "",
+            "echo hi",
+            "#SBATCH --account=ignored_after_first_command",
+        ]
+    )
+
+    assert directives(script) == {
+        "job-name": "recon.a.1",
+        "qos": "regular",
+        "nodes": "2",
+        "output": "/w/job.out",
+        "time": "00:10:00",
+        "exclusive": "",
+        "constraint": "gpu",
+        "chdir": "/w d",
+    }
+
+
+@pytest.mark.parametrize(
+    ("script", "message"),
+    [
+        ("#!/bin/sh\n#SBATCH --time\n", "option '--time' requires an argument"),
+        ("#!/bin/sh\n#SBATCH -J 'unclosed\n", "cannot parse directive"),
+        ("#!/bin/sh\n#SBATCH stray\n", "unexpected argument 'stray'"),
+    ],
+)
+def test_scripts_sbatch_would_refuse_are_refused_through_the_task(
+    emulator: SfapiEmulator, client: Client, script: str, message: str
+) -> None:
+    with pytest.raises(SfApiError) as refused:
+        client.compute(Machine.perlmutter).submit_job(script)
+
+    assert message in refused.value.message
+    assert emulator.jobs() == []
+    with pytest.raises(ScriptError, match="does not look like a batch script"):
+        directives("echo hi\n")
+
+
+def test_faults_target_the_tasks_of_one_kind_and_refuse_tokens(
+    emulator: SfapiEmulator, rsa_key: rsa.RSAPrivateKey, nersc: Path
+) -> None:
+    token = token_request(emulator, assertion(rsa_key, emulator.token_url)).json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    base = emulator.api_base_url
+    emulator.set_faults(http_errors=[{"status": 401, "route": "submit-task"}])
+
+    command = httpx.post(f"{base}/utilities/command/perlmutter", data={"executable": "true"}, headers=headers)
+    submit = httpx.post(
+        f"{base}/compute/jobs/perlmutter",
+        data={"job": SCRIPT.format(out=nersc / "x"), "isPath": "false"},
+        headers=headers,
+    )
+    command_poll = httpx.get(f"{base}/tasks/{command.json()['task_id']}", headers=headers)
+    submit_polls = [httpx.get(f"{base}/tasks/{submit.json()['task_id']}", headers=headers) for _ in "12"]
+    emulator.set_faults(refuse_tokens=True)
+    refused = httpx.get(f"{base}/account/", headers=headers)
+
+    assert command_poll.status_code == 200
+    assert [p.status_code for p in submit_polls] == [401, 200]  # the job exists all the same
+    assert len(emulator.jobs()) == 1
+    assert refused.status_code == 401
+    assert token_request(emulator, assertion(rsa_key, emulator.token_url, jti="2")).status_code == 200
+    with pytest.raises(ValueError, match="submit-task, command-task"):
+        emulator.set_faults(http_errors=[{"status": 401, "route": "job-task"}])
+
+
+def test_text_download_fault_answers_text_for_utf8_files_only(
+    client: Client, emulator: SfapiEmulator, nersc: Path
+) -> None:
+    (nersc / "a.json").write_text('{"x": 1}')
+    (nersc / "b.png").write_bytes(b"\x89PNG\x00\xff")
+    emulator.set_faults(text_downloads=True)
+    perlmutter = client.compute(Machine.perlmutter)
+
+    text = perlmutter.ls(f"{nersc}/a.json")[0].download(binary=True)
+    binary = perlmutter.ls(f"{nersc}/b.png")[0].download(binary=True)
+
+    assert isinstance(text, io.StringIO) and text.getvalue() == '{"x": 1}'
+    assert isinstance(binary, io.BytesIO) and binary.getvalue() == b"\x89PNG\x00\xff"

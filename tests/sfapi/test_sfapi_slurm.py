@@ -11,7 +11,7 @@ import pytest
 
 from cosmic_dagster.compute.protocol import JobSpec
 from cosmic_dagster.compute.sfapi.compute import SfapiCompute
-from cosmic_dagster.emulators.sfapi.scheduler import SlurmScheduler
+from cosmic_dagster.emulators.sfapi.local_slurm import SlurmScheduler
 from cosmic_dagster.emulators.sfapi.server import SfapiEmulator
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]

@@ -215,3 +215,29 @@ def test_real_slurm_lifecycle(slurm_cluster, tmp_path, unique):
     assert (recorded[failing].state, recorded[failing].exit_code) == ("FAILED", "3:0")
     assert recorded[sleeper].state == "CANCELLED" and recorded[sleeper].name == f"{unique}.sleep"
     assert slurm_cli.find_job(f"{unique}.nothing") is None
+
+
+def test_sbatch_that_may_have_gone_through_is_found_by_name_not_repeated(fake_slurm, tmp_path):
+    """SlurmCompute: an sbatch whose answer was lost becomes the job squeue then shows under its name."""
+    from cosmic_dagster.compute.protocol import JobSpec
+    from cosmic_dagster.compute.slurm.compute import SlurmCompute
+    from cosmic_dagster.domain.ledger import Ledger
+
+    install, calls = fake_slurm
+    install("sinfo", "echo 'debug up 1 idle'")
+    install("sacct", "true")
+    install(
+        "sbatch", "cat >/dev/null; echo 'sbatch: error: Socket timed out on send/recv operation' >&2; exit 1"
+    )
+    # The controller queued the job all the same: squeue shows it once sbatch has run.
+    install(
+        "squeue",
+        f"grep -q '^sbatch' {calls} && echo '77|COMPLETED|0|1700000000|1700000010|/w/o|recon.k.1|'; true",
+    )
+    compute = SlurmCompute(Ledger(tmp_path / "l.sqlite"), poll_interval_s=0.01, not_found_grace_s=5)
+    spec = JobSpec("recon.k.1", "#!/bin/bash\ntrue\n", str(tmp_path / "w"))
+
+    outcome = compute.run_batch([spec])[spec.name]
+
+    assert (outcome.job_id, outcome.state, outcome.reattached) == ("77", "COMPLETED", False)
+    assert [c.split()[0] for c in _calls(calls)].count("sbatch") == 1

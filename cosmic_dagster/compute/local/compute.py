@@ -22,6 +22,7 @@ from cosmic_dagster.compute.base import JobStatus, SchedulerCompute
 from cosmic_dagster.compute.protocol import JobSpec
 from cosmic_dagster.domain.ledger import Ledger
 from cosmic_dagster.domain.processes import process_start_time
+from cosmic_dagster.files import tail_lines
 
 
 class LocalCompute(SchedulerCompute):
@@ -88,7 +89,7 @@ class LocalCompute(SchedulerCompute):
 
     def log_tail(self, job_id: str, spec: JobSpec, lines: int = 40) -> str:
         text = (Path(spec.workdir) / "job.out").read_text(errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
+        return tail_lines(text, lines)
 
     def fetch(self, path: str) -> bytes:
         return Path(path).read_bytes()

@@ -4,15 +4,23 @@ The submit-or-reattach-and-wait rules live in :class:`~cosmic_dagster.compute.ba
 this adapter translates them to SFAPI calls:
 
 * availability: ``compute.status`` (sfapi-client never checks it itself) and one authenticated call;
-* submit: the rendered script inline (``isPath=false``) after ``mkdir -p`` of its work directory
-  (Slurm cannot open ``--output`` in a missing directory); the job name and output file are made
-  explicit in the script so the job can be found by name and its log read back;
+* submit: the rendered script inline (``isPath=false``) after one ``mkdir -p`` of the work
+  directories of the batch (Slurm cannot open ``--output`` in a missing directory); the job name
+  and output file are made explicit in the script so the job can be found by name and its log
+  read back. The POST is sent
+  exactly once per attempt (sfapi-client's own retry of a POST NERSC may have accepted makes
+  twins): a refusal (401, 429, no connection) is retried, an answer lost after the request went
+  out is :class:`~cosmic_dagster.compute.base.SubmissionUnconfirmed`, and once NERSC answered with
+  a task id the job id is read from that task, never by posting again;
 * state: one list call per poll for all jobs (``kwargs=jobid=a,b,c``), one sacct call for the ids
   squeue no longer shows; unknown ids are left out (the base class grants a grace period);
+* by name: one user-wide squeue listing for all names of a batch, one sacct listing for the names
+  squeue does not show;
 * errors: sfapi-client raises ``SfApiError``, ``httpx.HTTPStatusError``, ``tenacity.RetryError``
   and authlib's ``OAuthError``; all become :class:`SfapiError` or ``ComputeUnavailable`` with a
   message naming the call. Transient failures of read-only calls are retried for
-  ``api_patience_s``, a 401 is answered once by a fresh token.
+  ``api_patience_s``, a 401 is answered once by a fresh token; a second 401 means NERSC refuses
+  the client's credentials (:class:`SfapiAuthRefused`), said as such.
 
 Credentials come from files, like the old system: ``PATH_NERSC_ID`` (client id) and
 ``PATH_NERSC_PRI_KEY`` (PEM private key), or ``SFAPI_CLIENT_ID`` / ``SFAPI_KEY_FILE``. The key is
@@ -21,6 +29,7 @@ never logged nor put in a message or repr.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -43,11 +52,12 @@ from sfapi_client import Client, SfApiError
 from sfapi_client.compute import Compute, Machine
 from sfapi_client.jobs import JobCommand, JobSacct, JobSqueue
 
-from cosmic_dagster.compute.base import JobStatus, SchedulerCompute
+from cosmic_dagster.compute.base import JobStatus, SchedulerCompute, SubmissionUnconfirmed
 from cosmic_dagster.compute.protocol import TERMINAL_STATES, ComputeUnavailable, JobSpec
 from cosmic_dagster.config import ConfigError
 from cosmic_dagster.domain.ledger import Ledger
 from cosmic_dagster.errors import CosmicError
+from cosmic_dagster.files import read_private_file, tail_lines
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +68,10 @@ JOB_URL_TEMPLATE = "https://iris.nersc.gov/jobs/{job_id}"
 #: Slurm prints times in the cluster's local time; Perlmutter is in Berkeley.
 NERSC_TIMEZONE = "America/Los_Angeles"
 _TRANSIENT_HTTP = frozenset({429, 500, 502, 503, 504})
+#: Failures that prove a request was not processed, so even a POST may be sent again.
+_NOT_PROCESSED = (httpx.ConnectError, httpx.ConnectTimeout)
+#: sfapi-client sleeps a fixed 1 s between polls of a task.
+TASK_POLL_S = 1.0
 _JOB_ID = re.compile(r"[0-9]+(_[0-9]+)?")
 _SHORT_OPTIONS = {
     "J": "job-name",
@@ -118,18 +132,24 @@ def sbatch_directives(script: str) -> dict[str, str]:
     return options
 
 
-def sfapi_script(spec: JobSpec) -> str:
-    """``spec.script`` as submitted: job name and output file made explicit, ``spec.env`` exported.
-
-    The name is how a retried step finds its job; the output file is where failure logs are read."""
-    if not spec.script.startswith("#!"):
-        raise ValueError(f"job {spec.name}: a batch script must start with '#!' (an interpreter line)")
+def sfapi_workdir(spec: JobSpec) -> str:
+    """``spec.workdir``, checked: absolute at NERSC, and usable unquoted in ``#SBATCH`` lines."""
     if not spec.workdir.startswith("/"):
         raise ValueError(f"job {spec.name}: workdir {spec.workdir!r} must be an absolute path at NERSC")
     if re.search(r"[\s'\"\\]", spec.workdir):
         raise ValueError(
             f"job {spec.name}: workdir {spec.workdir!r} must not contain spaces, quotes or backslashes"
         )
+    return spec.workdir
+
+
+def sfapi_script(spec: JobSpec) -> str:
+    """``spec.script`` as submitted: job name and output file made explicit, ``spec.env`` exported.
+
+    The name is how a retried step finds its job; the output file is where failure logs are read."""
+    if not spec.script.startswith("#!"):
+        raise ValueError(f"job {spec.name}: a batch script must start with '#!' (an interpreter line)")
+    sfapi_workdir(spec)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", spec.name):
         raise ValueError(f"job name {spec.name!r}: only letters, digits, '_', '.' and '-' are allowed")
     directives = sbatch_directives(spec.script)
@@ -151,21 +171,6 @@ def sfapi_script(spec: JobSpec) -> str:
 
 
 # --- credentials -----------------------------------------------------------------------------------
-def _read_private_file(path: Path) -> str:
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise ConfigError(f"SFAPI private key file {path} does not exist") from None
-    if not path.is_file():
-        raise ConfigError(f"SFAPI private key {path} is not a regular file")
-    if st.st_mode & 0o077:
-        raise ConfigError(
-            f"SFAPI private key {path} is accessible by group or others (mode {st.st_mode & 0o777:o}); "
-            f"run: chmod 600 {path}"
-        )
-    return path.read_text()
-
-
 @dataclass(frozen=True)
 class SfapiCredentials:
     """An Iris SFAPI client: its id and RSA private key (PEM). The key never appears in repr."""
@@ -189,7 +194,7 @@ class SfapiCredentials:
     ) -> SfapiCredentials:
         """Key from a mode-600 PEM file; id from ``client_id``, ``client_id_file`` or the key file's
         first line (sfapi-client's key-file format). Ids given twice must agree."""
-        text = _read_private_file(Path(key_file))
+        text = read_private_file(key_file, "SFAPI private key file", ConfigError)
         if "-----BEGIN" not in text:
             raise ConfigError(f"SFAPI private key file {key_file} contains no PEM block")
         head, pem = text.split("-----BEGIN", 1)
@@ -227,6 +232,10 @@ class SfapiCredentials:
 # --- the adapter -----------------------------------------------------------------------------------
 class SfapiError(CosmicError, RuntimeError):
     """An SFAPI call failed; the message names the call and the reason (never a secret)."""
+
+
+class SfapiAuthRefused(SfapiError):
+    """NERSC refuses the client's credentials (a 401 that a fresh token does not cure)."""
 
 
 def _problem(exc: BaseException | None) -> str:
@@ -320,11 +329,13 @@ class SfapiCompute(SchedulerCompute):
             self._user = self._call("reading the SFAPI account", lambda: self._client().user().name)
         return self._user
 
-    def _call(self, what: str, fn: Callable[[], T], *, patient: bool = True) -> T:
+    def _call(self, what: str, fn: Callable[[], T], *, patient: bool = True, once: bool = False) -> T:
         """``fn()`` with sfapi-client's exceptions turned into clear ones.
 
-        ``patient``: retry transient failures (5xx, 429, network) for ``api_patience_s``; only for
-        calls that are safe to repeat. A 401 gets one retry with a fresh client (new token)."""
+        ``patient``: retry transient failures (5xx, 429, network) for ``api_patience_s``.
+        ``once``: ``fn`` may take effect even when its answer is lost (a POST): only failures that
+        prove it was not processed are retried, others raise SubmissionUnconfirmed. A 401 gets one
+        retry with a fresh client (new token); a refused request took no effect."""
         deadline = time.monotonic() + (self.api_patience_s if patient else 0.0)
         delay = self.poll_interval_s  # never retry faster than we poll
         renewed = False
@@ -334,33 +345,45 @@ class SfapiCompute(SchedulerCompute):
             except SfApiError as exc:
                 raise SfapiError(f"{what}: {exc.message}") from None
             except OAuthError as exc:
-                raise ComputeUnavailable(
-                    f"{what}: NERSC refused the SFAPI client credentials ({exc.error}); "
-                    "check the client id and key registered in Iris"
-                ) from None
+                refusal = self._refused(what, f"token endpoint answered {exc.error}")
+                raise ComputeUnavailable(refusal) from None
             except pydantic.ValidationError as exc:
                 raise SfapiError(f"{what}: unexpected answer from SFAPI: {exc.errors()[0]['msg']}") from None
             except httpx.HTTPStatusError as exc:
                 code = exc.response.status_code
+                request = f"{exc.request.method} {exc.request.url.path}"
                 if code == 401 and not renewed:
                     renewed = True
                     self.close()
                     continue
-                if code not in _TRANSIENT_HTTP:
-                    raise SfapiError(
-                        f"{what}: HTTP {code} from {exc.request.method} {exc.request.url.path}"
+                if code == 401:
+                    raise SfapiAuthRefused(
+                        self._refused(what, f"HTTP 401 on {request}, also with a fresh token")
                     ) from None
+                if code not in _TRANSIENT_HTTP:
+                    raise SfapiError(f"{what}: HTTP {code} from {request}") from None
                 problem = f"HTTP {code}"
+                if once and code != 429:
+                    raise SubmissionUnconfirmed(f"{what}: {problem}; NERSC may have accepted it") from None
             except tenacity.RetryError as exc:
                 problem = f"{_problem(exc.last_attempt.exception())} after sfapi-client's retries"
             except httpx.TransportError as exc:
                 problem = type(exc).__name__
+                if once and not isinstance(exc, _NOT_PROCESSED):
+                    raise SubmissionUnconfirmed(f"{what}: {problem}; NERSC may have accepted it") from None
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise SfapiError(f"{what}: NERSC SFAPI failing ({problem})")
             log.warning("%s: %s; retrying in %.1f s", what, problem, min(delay, remaining))
             self.sleep(min(delay, remaining))
             delay = min(delay * 2, self.max_poll_interval_s)
+
+    def _refused(self, what: str, detail: str) -> str:
+        return (
+            f"{what}: NERSC refused the credentials of SFAPI client {self.credentials.client_id} "
+            f"({detail}); check in Iris that this client and its key are still valid and that it "
+            "may be used from this machine's IP address"
+        )
 
     def _time(self, value: str | None) -> float | None:
         if not value or value in ("N/A", "Unknown", "None"):
@@ -397,6 +420,8 @@ class SfapiCompute(SchedulerCompute):
                 lambda: self._client().compute(self.machine),
                 patient=False,
             )
+        except SfapiAuthRefused as exc:
+            raise ComputeUnavailable(str(exc)) from None
         except SfapiError as exc:
             raise ComputeUnavailable(f"cannot reach NERSC SFAPI at {self.api_base_url}: {exc}") from None
         status = compute.status.value
@@ -411,45 +436,61 @@ class SfapiCompute(SchedulerCompute):
         self._compute_obj = compute
         try:
             self._account()
+        except SfapiAuthRefused as exc:
+            raise ComputeUnavailable(str(exc)) from None
         except SfapiError as exc:
             raise ComputeUnavailable(f"SFAPI client cannot act for its user: {exc}") from None
 
+    def prepare(self, specs: Sequence[JobSpec]) -> None:
+        """One ``mkdir -p`` for the work directories of all jobs about to be submitted."""
+        workdirs = [sfapi_workdir(spec) for spec in specs]
+        mkdir = f"mkdir -p -- {' '.join(shlex.quote(d) for d in workdirs)}"
+        what = f"creating {workdirs[0]}" + (f" and {len(workdirs) - 1} more" if len(workdirs) > 1 else "")
+        self._call(what, lambda: self._compute().run(mkdir))
+
     def submit(self, spec: JobSpec) -> str:
         script = sfapi_script(spec)
-        mkdir = f"mkdir -p -- {shlex.quote(spec.workdir)}"
-        self._call(f"creating {spec.workdir}", lambda: self._compute().run(mkdir))
-        try:
-            job = self._call(
-                f"submitting job {spec.name}", lambda: self._compute().submit_job(script), patient=False
-            )
-        except SfapiError as exc:
-            created = self._live_jobs_named(spec.name)  # accepted, but the answer was lost?
-            if created:
-                self._cancel_twins(spec.name, keep=created[-1])
-                return created[-1]
-            raise SfapiError(
-                f"{exc}; if the job was created anyway, running again reattaches to it by name"
-            ) from None
-        # sfapi-client retries the POST itself on 502/503/504: an attempt NERSC accepted but whose
-        # answer was lost leaves a twin of this job. Keep the one we were told about.
-        self._cancel_twins(spec.name, keep=str(job.jobid))
-        return str(job.jobid)
+        what = f"submitting job {spec.name}"
+        task_id = self._call(what, lambda: self._post_job(script), once=True)
+        return self._job_from_task(what, task_id)
 
-    def _live_jobs_named(self, name: str) -> list[str]:
-        """Ids of this user's pending/running jobs called ``name``, oldest first."""
-        user = self._account()
-        live = self._call(f"listing {user}'s jobs (squeue)", lambda: self._compute().jobs(user=user))
-        statuses = [self._from_squeue(job) for job in live if job.name == name]
-        ids = [s.job_id for s in statuses if not s.terminal and _JOB_ID.fullmatch(s.job_id)]
-        return sorted(ids, key=lambda i: tuple(int(p) for p in i.split("_")))
+    def _post_job(self, script: str) -> str:
+        """POST the script exactly once (sfapi-client would repeat it on 502/503/504) -> task id."""
+        post_once = Client.post.retry_with(retry=tenacity.retry_never)
+        form = {"job": script, "isPath": False}
+        answer = post_once(self._client(), f"compute/jobs/{self.machine.value}", form)
+        body = answer.json()
+        if body.get("status") != "OK" or not body.get("task_id"):
+            raise SfApiError(body.get("error") or f"no task id in the answer: {body}")
+        return str(body["task_id"])
 
-    def _cancel_twins(self, name: str, *, keep: str) -> None:
-        for job_id in self._live_jobs_named(name):
-            if job_id != keep:
-                log.warning(
-                    "cancelling job %s, a duplicate of %s (%s) from a retried submit", job_id, keep, name
+    def _job_from_task(self, what: str, task_id: str) -> str:
+        """The job id from the submission task; SubmissionUnconfirmed if the task cannot be read."""
+        deadline = time.monotonic() + self.api_patience_s
+        while True:
+            try:
+                task = self._call(
+                    f"{what} (task {task_id})", lambda: self._client().get(f"tasks/{task_id}").json()
                 )
-                self.cancel(job_id)
+            except SfapiAuthRefused:
+                raise
+            except SfapiError as exc:
+                raise SubmissionUnconfirmed(f"{exc}; NERSC accepted the submission") from None
+            status = task.get("status")
+            if status == "completed":
+                result = task.get("result")
+                result = json.loads(result) if isinstance(result, str) else result or {}
+                if result.get("status") == "ok" and result.get("jobid"):
+                    return str(result["jobid"])
+                error = result.get("error") or f"no job id in task {task_id}: {result}"
+                raise SfapiError(f"{what}: refused at NERSC, no job was created: {error}")
+            if status in ("failed", "cancelled"):
+                raise SfapiError(f"{what}: task {task_id} {status}: {task.get('result')}")
+            if time.monotonic() > deadline:
+                raise SubmissionUnconfirmed(
+                    f"{what}: task {task_id} still {status!r} after {self.api_patience_s:.0f} s"
+                )
+            self.sleep(min(TASK_POLL_S, self.poll_interval_s))
 
     def statuses(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         ids = self._check_ids(job_ids)
@@ -466,17 +507,35 @@ class SfapiCompute(SchedulerCompute):
         return found
 
     def find_by_name(self, name: str) -> JobStatus | None:
+        return self.find_by_names([name]).get(name)
+
+    def find_by_names(self, names: Sequence[str]) -> dict[str, JobStatus]:
+        """The newest job of each name: one user-wide squeue listing, one sacct listing for the names
+        squeue does not show."""
+        wanted = set(names)
+        if not wanted:
+            return {}
         user = self._account()
         live = self._call(f"listing {user}'s jobs (squeue)", lambda: self._compute().jobs(user=user))
-        matches = [self._from_squeue(job) for job in live if job.name == name]
-        if not matches:
+        found: dict[str, list[JobStatus]] = {}
+        for job in live:
+            if job.name in wanted:
+                found.setdefault(job.name, []).append(self._from_squeue(job))
+        unseen = wanted - found.keys()
+        if unseen:
             done = self._call(
                 f"listing {user}'s jobs (sacct)",
                 lambda: self._compute().jobs(user=user, command=JobCommand.sacct),
             )
-            matches = [self._from_sacct(job) for job in done if job.jobname == name]
-        matches = [status for status in matches if _JOB_ID.fullmatch(status.job_id)]  # no job steps
-        return max(matches, key=lambda s: tuple(int(p) for p in s.job_id.split("_")), default=None)
+            for job in done:
+                if job.jobname in unseen:
+                    found.setdefault(job.jobname, []).append(self._from_sacct(job))
+        newest = {}
+        for name, statuses in found.items():
+            jobs = [status for status in statuses if _JOB_ID.fullmatch(status.job_id)]  # no job steps
+            if jobs:
+                newest[name] = max(jobs, key=lambda s: tuple(int(p) for p in s.job_id.split("_")))
+        return newest
 
     def log_paths(self, job_id: str, spec: JobSpec) -> list[str]:
         """The job's output file and, when separate, its error file (absolute paths at NERSC)."""
@@ -497,7 +556,7 @@ class SfapiCompute(SchedulerCompute):
         paths = self.log_paths(job_id, spec)
         for path in paths:
             text = self.fetch(path).decode("utf-8", errors="replace")
-            tail = "\n".join(text.splitlines()[-lines:])
+            tail = tail_lines(text, lines)
             tails.append(f"==> {path} <==\n{tail}" if len(paths) > 1 else tail)
         return "\n".join(tails)
 
@@ -517,7 +576,9 @@ class SfapiCompute(SchedulerCompute):
                 raise FileNotFoundError(f"{path} does not exist on {self.machine.value}")
             if entries[0].is_dir() or len(entries) > 1:
                 raise IsADirectoryError(f"{path} is a directory on {self.machine.value}")
-            return entries[0].download(binary=True).getvalue()
+            data = entries[0].download(binary=True).getvalue()
+            # NERSC may answer ``is_binary: false`` (the text itself) even when asked for binary.
+            return data.encode() if isinstance(data, str) else data
 
         return self._call(f"downloading {path}", download)
 

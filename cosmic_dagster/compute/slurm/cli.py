@@ -64,12 +64,14 @@ class SlurmJob:
 
 
 class SlurmCommandError(CosmicError, RuntimeError):
-    """A Slurm command failed (after retries when the failure looked transient)."""
+    """A Slurm command failed (after retries when the failure looked transient). ``uncertain``: the
+    controller may have acted on it anyway (an sbatch that timed out may have queued its job)."""
 
-    def __init__(self, command: Sequence[str], returncode: int | None, stderr: str):
+    def __init__(self, command: Sequence[str], returncode: int | None, stderr: str, uncertain: bool = False):
         self.command = list(command)
         self.returncode = returncode
         self.stderr = stderr.strip()
+        self.uncertain = uncertain
         why = f"exit code {returncode}" if returncode is not None else "no answer"
         detail = self.stderr[-2000:]
         super().__init__(f"{' '.join(self.command)} failed ({why})" + (f": {detail}" if detail else ""))
@@ -263,13 +265,14 @@ def _run(
             raise SlurmCommandError(command, None, f"{command[0]} not found: is Slurm installed?") from None
         except subprocess.TimeoutExpired:
             # A submission that timed out may have gone through: never repeat it blindly.
-            error = SlurmCommandError(command, None, f"no answer within {COMMAND_TIMEOUT_S:.0f} s")
+            error = SlurmCommandError(command, None, f"no answer within {COMMAND_TIMEOUT_S:.0f} s", True)
             retry = idempotent
         else:
             if done.returncode == 0:
                 return done.stdout
-            error = SlurmCommandError(command, done.returncode, done.stderr)
-            retry = bool(_UNREACHED.search(done.stderr)) or (idempotent and bool(_FLAKY.search(done.stderr)))
+            unreached, flaky = bool(_UNREACHED.search(done.stderr)), bool(_FLAKY.search(done.stderr))
+            error = SlurmCommandError(command, done.returncode, done.stderr, flaky and not unreached)
+            retry = unreached or (idempotent and flaky)
         delay = next(delays, None) if retry else None
         if delay is None:
             raise error

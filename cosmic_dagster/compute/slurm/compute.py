@@ -11,11 +11,12 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from cosmic_dagster.compute.base import JobStatus, SchedulerCompute
+from cosmic_dagster.compute.base import JobStatus, SchedulerCompute, SubmissionUnconfirmed
 from cosmic_dagster.compute.jobscript import JOB_OUTPUT
 from cosmic_dagster.compute.protocol import ComputeUnavailable, JobSpec
 from cosmic_dagster.compute.slurm import cli as slurm_cli
 from cosmic_dagster.domain.ledger import Ledger
+from cosmic_dagster.files import tail_lines
 
 _TAIL_BYTES = 64 * 1024
 _OUTPUT_DIRECTIVE = re.compile(r"^#SBATCH\s+(--output|-o)\b", re.MULTILINE)
@@ -47,6 +48,8 @@ class SlurmCompute(SchedulerCompute):
         try:
             return slurm_cli.sbatch(spec.script, workdir=str(workdir), env=spec.env, args=args)
         except slurm_cli.SlurmCommandError as exc:
+            if exc.uncertain:
+                raise SubmissionUnconfirmed(f"sbatch of job {spec.name}: {exc}") from exc
             raise ComputeUnavailable(f"sbatch refused job {spec.name}: {exc}") from exc
 
     def statuses(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
@@ -66,7 +69,7 @@ class SlurmCompute(SchedulerCompute):
         with path.open("rb") as f:
             f.seek(max(0, path.stat().st_size - _TAIL_BYTES))
             text = f.read().decode(errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
+        return tail_lines(text, lines)
 
     def fetch(self, path: str) -> bytes:
         return Path(path).read_bytes()

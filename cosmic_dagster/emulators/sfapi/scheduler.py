@@ -1,4 +1,5 @@
-"""Schedulers behind the SFAPI emulator: a simulated Slurm (real processes) and a real local Slurm.
+"""The simulated scheduler behind the SFAPI emulator (real processes), and the scheduler interface
+that it and the real local Slurm (:mod:`.local_slurm`) share.
 
 Both report jobs as :class:`JobRecord`; the server turns records into squeue/sacct rows the way
 NERSC's API does (finished jobs leave squeue and are only known to sacct).
@@ -12,7 +13,6 @@ slurmstepd would have written into the job's output.
 from __future__ import annotations
 
 import contextlib
-import getpass
 import os
 import re
 import signal
@@ -27,10 +27,13 @@ from pathlib import Path
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from cosmic_dagster.compute.protocol import TERMINAL_STATES
-from cosmic_dagster.compute.sfapi.compute import sbatch_directives
-from cosmic_dagster.compute.slurm import cli as slurm_cli
+from cosmic_dagster.emulators.sfapi.sbatch import ScriptError, directives
 
+#: Slurm job states after which a job never runs again.
+TERMINAL = frozenset(
+    {"COMPLETED", "FAILED", "TIMEOUT", "OUT_OF_MEMORY", "CANCELLED", "PREEMPTED"}
+    | {"NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
+)
 #: States a job fault can force (what NERSC jobs end in besides COMPLETED and script failures).
 FAULT_STATES = ("FAILED", "TIMEOUT", "OUT_OF_MEMORY", "CANCELLED", "PREEMPTED", "NODE_FAIL")
 NODE = "nid200001"
@@ -86,7 +89,7 @@ class JobRecord:
 
     @property
     def terminal(self) -> bool:
-        return self.state in TERMINAL_STATES
+        return self.state in TERMINAL
 
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -240,18 +243,16 @@ class SimulatedScheduler:
         self._ticker.start()
 
     def submit(self, script: str, args: Sequence[str], user: str, fault: JobFault | None) -> str:
-        if not script.startswith("#!"):
-            raise SubmitError(
-                "sbatch: error: This does not look like a batch script.  The first\n"
-                "sbatch: error: line must start with #! followed by the path to an interpreter."
-            )
-        directives = sbatch_directives(script)
-        time_limit = parse_time_limit(directives["time"]) if directives.get("time") else None
+        try:
+            options = directives(script)
+        except ScriptError as exc:
+            raise SubmitError(str(exc)) from None
+        time_limit = parse_time_limit(options["time"]) if options.get("time") else None
         with self._lock:
             jobid = str(self._next_id)
             self._next_id += 1
-            name = directives.get("job-name") or "sbatch"
-            workdir = directives.get("chdir") or str(self.spool_dir)
+            name = options.get("job-name") or "sbatch"
+            workdir = options.get("chdir") or str(self.spool_dir)
             script_path = self.spool_dir / f"job{jobid}.sh"
             script_path.write_text(script)
             script_path.chmod(0o700)
@@ -262,9 +263,9 @@ class SimulatedScheduler:
                 state="PENDING",
                 submitted=time.time(),
                 workdir=workdir,
-                output=self._expand(directives.get("output") or "slurm-%j.out", jobid, name, user, workdir),
+                output=self._expand(options.get("output") or "slurm-%j.out", jobid, name, user, workdir),
             )
-            error = directives.get("error")
+            error = options.get("error")
             self._jobs[jobid] = _SimJob(
                 record=record,
                 script_path=script_path,
@@ -402,59 +403,3 @@ class SimulatedScheduler:
             except OSError:
                 pass
         record.state, record.ended, record.exit_code = state, now, exit_code
-
-
-# --- a real local Slurm --------------------------------------------------------------------------
-class SlurmScheduler:
-    """sbatch/squeue/sacct on this machine via :mod:`cosmic_dagster.compute.slurm.cli`.
-
-    Only jobs submitted through this emulator are listed for a user query (Slurm itself is asked
-    about exactly those ids), which is all the adapter's find-by-name needs."""
-
-    supports_job_faults = False
-
-    def __init__(self) -> None:
-        self._submitted: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def submit(self, script: str, args: Sequence[str], user: str, fault: JobFault | None) -> str:
-        if fault is not None:
-            raise SubmitError("job faults need the simulated backend")
-        if args:
-            raise SubmitError("script arguments are not supported for inline scripts on the slurm backend")
-        try:
-            jobid = slurm_cli.sbatch(script)
-        except slurm_cli.SlurmCommandError as exc:
-            raise SubmitError(exc.stderr or str(exc)) from None
-        with self._lock:
-            self._submitted[jobid] = time.time()
-        return jobid
-
-    def records(self, jobids: Sequence[str] | None) -> list[JobRecord]:
-        with self._lock:
-            wanted = list(self._submitted) if jobids is None else [j for j in jobids if j.isdigit()]
-            submitted = dict(self._submitted)
-        found = slurm_cli.job_states(wanted) if wanted else {}
-        return [
-            JobRecord(
-                jobid=job.job_id,
-                name=job.name,
-                user=getpass.getuser(),
-                state=job.state,
-                submitted=submitted.get(job.job_id, job.start),
-                started=job.start,
-                ended=job.end if job.state in TERMINAL_STATES else None,
-                exit_code=job.exit_code,
-                output=job.stdout_path,
-            )
-            for job in found.values()
-        ]
-
-    def cancel(self, jobid: str, uid: int) -> None:
-        try:
-            slurm_cli.scancel(jobid)
-        except slurm_cli.SlurmCommandError as exc:
-            raise SubmitError(exc.stderr or str(exc)) from None
-
-    def close(self) -> None:
-        pass

@@ -42,14 +42,14 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 from zoneinfo import ZoneInfo
 
-from cosmic_dagster.compute.sfapi.compute import sbatch_directives
 from cosmic_dagster.emulators.sfapi.auth import TokenIssuer, TokenRequestError, load_public_key
 from cosmic_dagster.emulators.sfapi.files import FileArea, FileAreaError
+from cosmic_dagster.emulators.sfapi.local_slurm import SlurmScheduler
+from cosmic_dagster.emulators.sfapi.sbatch import ScriptError, directives
 from cosmic_dagster.emulators.sfapi.scheduler import (
     JobFault,
     Scheduler,
     SimulatedScheduler,
-    SlurmScheduler,
     SubmitError,
     sacct_row,
     squeue_row,
@@ -73,6 +73,8 @@ ROUTES = (
     "download",
     "upload",
 )
+#: Fault targets beyond the routes: the polls of a submission's task or of a command's task.
+TASK_TARGETS = ("submit-task", "command-task")
 FORM_ROUTES = ("submit", "command")
 COMMAND_TIMEOUT_S = 60
 
@@ -81,8 +83,10 @@ COMMAND_TIMEOUT_S = 60
 class HttpFault:
     """Answer the next ``count`` requests of ``route`` with HTTP ``status``.
 
-    Nothing is processed, unless ``after``: then the request takes effect and only its answer is
-    lost (a gateway timing out after NERSC accepted a job)."""
+    ``route`` is a route, ``*``, or ``submit-task``/``command-task`` (the polls of one kind of task:
+    a 401 on the first poll of a submission's task is a token that expired after NERSC took the
+    job). Nothing is processed, unless ``after``: then the request takes effect and only its answer
+    is lost (a gateway timing out after NERSC accepted a job)."""
 
     status: int
     count: int = 1
@@ -94,20 +98,27 @@ class HttpFault:
             raise ValueError(f"HTTP fault status must be 4xx or 5xx, not {self.status}")
         if self.count < 1:
             raise ValueError("HTTP fault count must be >= 1")
-        if self.route != "*" and self.route not in ROUTES:
-            raise ValueError(f"HTTP fault route {self.route!r}: expected '*' or one of {', '.join(ROUTES)}")
+        if self.route != "*" and self.route not in ROUTES + TASK_TARGETS:
+            raise ValueError(
+                f"HTTP fault route {self.route!r}: expected '*' or one of {', '.join(ROUTES + TASK_TARGETS)}"
+            )
 
 
 @dataclass(frozen=True)
 class Faults:
     """What goes wrong: machine state, jobs invisible right after submission, refused
-    submissions, HTTP error bursts and jobs that end in a failure state."""
+    submissions, HTTP error bursts, jobs that end in a failure state, bearer tokens that are issued
+    but refused (``refuse_tokens``: a client Iris no longer honours, or a caller's IP it does not
+    allow) and downloads answered as text (``is_binary: false``) even when binary was asked for
+    (``text_downloads``, for files that are valid UTF-8)."""
 
     machine_status: str = "active"
     invisible_s: float = 0.0
     submit_error: str | None = None
     http_errors: tuple[HttpFault, ...] = ()
     job_faults: tuple[JobFault, ...] = ()
+    refuse_tokens: bool = False
+    text_downloads: bool = False
 
     def __post_init__(self) -> None:
         if self.machine_status not in MACHINE_STATES:
@@ -302,7 +313,7 @@ class SfapiEmulator:
                 status, reply = 200, self._control(method, split.path, body)
             else:
                 route, params = self._route(method, split.path, query)
-                fault = self._take_http_fault(route)
+                fault = self._take_http_fault(route, self._task_kind(route, params))
                 if fault is not None and not fault.after:
                     raise fault
                 status, reply = 200, self._api(route, params, query, body, handler)
@@ -361,12 +372,20 @@ class SfapiEmulator:
                     return name, params
         raise _Reply(404, {"detail": "Not Found"})
 
-    def _take_http_fault(self, route: str) -> _Reply | None:
+    def _task_kind(self, route: str, params: dict[str, str]) -> str | None:
+        """``submit-task`` or ``command-task`` for a task poll, else None."""
+        if route != "task":
+            return None
+        with self._lock:
+            task = self._tasks.get(params["task"])
+        return f"{task['kind']}-task" if task else None
+
+    def _take_http_fault(self, route: str, task_kind: str | None = None) -> _Reply | None:
         """The error reply of the next injected HTTP fault for ``route``, if any (consumed)."""
         with self._lock:
             faults = list(self._faults.http_errors)
             for i, fault in enumerate(faults):
-                if fault.route in ("*", route):
+                if fault.route in ("*", route, task_kind):
                     faults[i : i + 1] = [replace(fault, count=fault.count - 1)] if fault.count > 1 else []
                     self._faults = replace(self._faults, http_errors=tuple(faults))
                     headers = {"Retry-After": "1"} if fault.status == 429 else {}
@@ -388,7 +407,7 @@ class SfapiEmulator:
                 raise _Reply(exc.status, {"error": exc.error, "error_description": exc.description}) from None
         if route == "status":
             return self._status()
-        if not self._issuer.valid(handler.headers.get("Authorization")):
+        if self._faults.refuse_tokens or not self._issuer.valid(handler.headers.get("Authorization")):
             raise _Reply(401, {"detail": "Not authenticated"})
         form = (
             parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True) if route in FORM_ROUTES else {}
@@ -429,10 +448,14 @@ class SfapiEmulator:
             "updated_at": datetime.now(timezone.utc).isoformat(),
         }
 
-    def _new_task(self, result: dict[str, Any]) -> dict[str, Any]:
+    def _new_task(self, kind: str, result: dict[str, Any]) -> dict[str, Any]:
         task_id = secrets.token_hex(8)
         with self._lock:
-            self._tasks[task_id] = {"pending": self.task_pending_polls, "result": json.dumps(result)}
+            self._tasks[task_id] = {
+                "kind": kind,
+                "pending": self.task_pending_polls,
+                "result": json.dumps(result),
+            }
         return {"task_id": task_id, "status": "OK", "error": None}
 
     def _task(self, task_id: str) -> dict[str, Any]:
@@ -455,21 +478,21 @@ class SfapiEmulator:
             if refused is not None:
                 self._faults = replace(faults, submit_error=None)
         if faults.machine_status == "unavailable":
-            return self._new_task({"status": "error", "error": "perlmutter is unavailable"})
+            return self._new_task("submit", {"status": "error", "error": "perlmutter is unavailable"})
         if refused is not None:
-            return self._new_task({"status": "error", "error": refused})
+            return self._new_task("submit", {"status": "error", "error": refused})
         try:
             if is_path:
                 script = self.files.download(script, binary=False)["file"]
             elif args:
                 raise SubmitError("args can only be passed with a script path (isPath=true)")
-            fault = self._take_job_fault(sbatch_directives(script).get("job-name") or "")
+            fault = self._take_job_fault(directives(script).get("job-name") or "")
             jobid = self.scheduler.submit(script, args, self.user, fault)
-        except (SubmitError, FileAreaError) as exc:
-            return self._new_task({"status": "error", "error": str(exc)})
+        except (SubmitError, FileAreaError, ScriptError) as exc:
+            return self._new_task("submit", {"status": "error", "error": str(exc)})
         with self._lock:
             self._submitted_at[jobid] = time.time()
-        return self._new_task({"status": "ok", "jobid": jobid})
+        return self._new_task("submit", {"status": "ok", "jobid": jobid})
 
     def _take_job_fault(self, name: str) -> JobFault | None:
         with self._lock:
@@ -508,17 +531,17 @@ class SfapiEmulator:
 
     def _command(self, executable: str) -> dict[str, Any]:
         if self._faults.machine_status == "unavailable":
-            return self._new_task({"status": "error", "output": None, "error": "perlmutter is unavailable"})
+            return self._new_task("command", _command_error("perlmutter is unavailable"))
         cwd = str(self.files.roots[0]) if self.files.roots else None
         try:
             done = subprocess.run(
                 ["bash", "-c", executable], cwd=cwd, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S
             )
         except subprocess.TimeoutExpired:
-            return self._new_task({"status": "error", "output": None, "error": "command timed out"})
+            return self._new_task("command", _command_error("command timed out"))
         error = None if done.returncode == 0 else (done.stderr.strip() or f"exit code {done.returncode}")
         return self._new_task(
-            {"status": "ok", "output": done.stdout, "error": error, "exit_code": done.returncode}
+            "command", {"status": "ok", "output": done.stdout, "error": error, "exit_code": done.returncode}
         )
 
     def _file_op(self, route: str, path: str, query: dict, body: bytes, handler: Any) -> dict[str, Any]:
@@ -528,7 +551,14 @@ class SfapiEmulator:
             if route == "ls":
                 return {"status": "OK", "entries": self.files.ls(path), "error": None}
             if route == "download":
-                return {"status": "OK", **self.files.download(path, _flag(query, "binary")), "error": None}
+                binary = _flag(query, "binary")
+                try:
+                    answer = self.files.download(path, binary and not self._faults.text_downloads)
+                except FileAreaError:
+                    if not binary:
+                        raise
+                    answer = self.files.download(path, True)  # not text: only base64 can carry it
+                return {"status": "OK", **answer, "error": None}
             data = _multipart_file(handler.headers.get("Content-Type", ""), body)
             return {"status": "OK", "output": self.files.upload(path, data), "error": None}
         except FileAreaError as exc:
@@ -558,6 +588,10 @@ class SfapiEmulator:
             self.revoke_tokens()
             return {"revoked": True}
         raise _Reply(404, {"detail": "Not Found"})
+
+
+def _command_error(message: str) -> dict[str, Any]:
+    return {"status": "error", "output": None, "error": message}
 
 
 def _flag(query: dict, name: str) -> bool:

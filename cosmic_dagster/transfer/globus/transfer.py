@@ -26,7 +26,6 @@ import logging
 import os
 import posixpath
 import re
-import stat
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -41,6 +40,7 @@ from globus_sdk.transport import RetryConfig
 from cosmic_dagster.domain.ledger import Ledger
 from cosmic_dagster.domain.scans import ScanPathError, normalize_relpath
 from cosmic_dagster.errors import CosmicError
+from cosmic_dagster.files import read_private_file
 from cosmic_dagster.transfer.globus.endpoints import Endpoint, get_endpoint, load_endpoints
 from cosmic_dagster.transfer.protocol import (
     BatchReport,
@@ -94,27 +94,12 @@ class GlobusCredentials:
         if secret and secret_file:
             raise GlobusCredentialsError("set only one of GLOBUS_CLIENT_SECRET and GLOBUS_CLIENT_SECRET_FILE")
         if secret_file:
-            secret = _read_secret_file(Path(secret_file))
+            secret = read_private_file(secret_file, "GLOBUS_CLIENT_SECRET_FILE", GlobusCredentialsError)
         if not secret or not secret.strip():
             raise GlobusCredentialsError(
                 "GLOBUS_CLIENT_SECRET (or GLOBUS_CLIENT_SECRET_FILE) is not set or empty"
             )
         return cls(client_id=client_id, client_secret=secret.strip())
-
-
-def _read_secret_file(path: Path) -> str:
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise GlobusCredentialsError(f"GLOBUS_CLIENT_SECRET_FILE {path} does not exist") from None
-    if not stat.S_ISREG(mode):
-        raise GlobusCredentialsError(f"GLOBUS_CLIENT_SECRET_FILE {path} is not a regular file")
-    if mode & 0o077:
-        raise GlobusCredentialsError(
-            f"GLOBUS_CLIENT_SECRET_FILE {path} is readable by group or others "
-            f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {path}"
-        )
-    return path.read_text()
 
 
 def make_transfer_client(
