@@ -12,9 +12,10 @@ import grp
 import os
 import pwd
 import stat
-import tempfile
 from datetime import datetime
 from pathlib import Path
+
+from cosmic_dagster.files import write_atomic
 
 
 class FileAreaError(Exception):
@@ -99,13 +100,5 @@ class FileArea:
             raise FileAreaError(f"upload: '{path}' is a directory")
         if not real.parent.is_dir():
             raise FileAreaError(f"upload: cannot create '{path}': No such file or directory")
-        fd, tmp = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, real)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(real, data, unique=True)
         return f"wrote {len(data)} bytes to {path}"
