@@ -290,7 +290,7 @@ class _Handler(BaseHTTPRequestHandler):
         args: tuple[str, ...],
         query: dict[str, str],
         raw: bytes,
-    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+    ) -> tuple[int, dict[str, Any] | str, dict[str, str]]:
         try:
             body = json.loads(raw) if raw and call != "token" else {}
         except ValueError:
@@ -319,10 +319,13 @@ class _Handler(BaseHTTPRequestHandler):
             return _fault_reply(call, fault)
         return status, reply, {}
 
-    def _send(self, status: int, body: dict[str, Any], headers: Mapping[str, str] | None = None) -> None:
-        data = json.dumps(body).encode()
+    def _send(
+        self, status: int, body: dict[str, Any] | str, headers: Mapping[str, str] | None = None
+    ) -> None:
+        text = isinstance(body, str)
+        data = body.encode() if text else json.dumps(body).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", "text/html; charset=utf-8" if text else "application/json")
         self.send_header("Content-Length", str(len(data)))
         for key, value in (headers or {}).items():
             self.send_header(key, value)
@@ -334,12 +337,16 @@ def _error(code: str, message: str, resource: str) -> dict[str, Any]:
     return {"code": code, "message": message, "request_id": secrets.token_hex(5), "resource": resource}
 
 
-def _fault_reply(call: str, fault: CallFault) -> tuple[int, dict[str, Any], dict[str, str]]:
+def _fault_reply(call: str, fault: CallFault) -> tuple[int, dict[str, Any] | str, dict[str, str]]:
     headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+    if fault.body is not None:
+        return fault.status, fault.body, headers
     if call == "token":
         default = "invalid_client" if fault.status == 401 else "server_error"
         return fault.status, {"error": fault.code or default, "error_description": fault.message}, headers
-    default = {401: "AuthenticationFailed", 429: "RequestLimitExceeded"}.get(fault.status, "ExternalError")
+    default = {401: "AuthenticationFailed", 409: "Conflict", 429: "RequestLimitExceeded"}.get(
+        fault.status, "ExternalError"
+    )
     if fault.status >= 500 and not fault.code:
         default = "ServiceUnavailable" if fault.status == 503 else "InternalServerError"
     return fault.status, _error(fault.code or default, fault.message, call), headers
