@@ -28,7 +28,6 @@ import os
 import pwd
 import re
 import secrets
-import signal
 import socket
 import stat
 import sys
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from cosmic_dagster.domain.processes import stop_on_signals
 from cosmic_dagster.emulators.globus.faults import (
     CallFault,
     FaultPlan,
@@ -740,9 +740,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"globus emulator: {exc}", file=sys.stderr)
         return 2
-    stopping = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stopping.set())
+    stopping = stop_on_signals()  # Ctrl-C, SIGTERM and SIGHUP: stop cleanly (state saved, jobs killed)
     print(f"listening on {server.url.rstrip('/')}", flush=True)
     stopping.wait()
     server.stop()
