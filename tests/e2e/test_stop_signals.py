@@ -22,9 +22,12 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from sfapi_client import Client
+from sfapi_client.compute import Machine
 
 from cosmic_dagster.cli.services import free_port
 from cosmic_dagster.domain.processes import process_start_time
+from cosmic_dagster.emulators.sfapi.server import API_PREFIX
 from tests.e2e.conftest import postgres_or_skip
 
 MARK = "COSMIC_STOP_SIGNAL_TEST"
@@ -146,19 +149,48 @@ def test_globus_emulator_cli_stops_and_saves_its_state(
 
 
 @pytest.mark.parametrize("signum", STOPS, ids=lambda s: signal.Signals(s).name)
-def test_sfapi_emulator_cli_stops(signum: int, tmp_path: Path, commands: list[Command]) -> None:
-    public = tmp_path / "pub.pem"
+def test_sfapi_emulator_cli_stops_with_its_running_job(
+    signum: int, tmp_path: Path, commands: list[Command]
+) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = tmp_path / "pub.pem"
     public.write_bytes(
         key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
     cmd = Command(
-        ["cosmic_dagster.emulators.sfapi.server", "--client-id", "abc", "--public-key", str(public)]
+        [
+            "cosmic_dagster.emulators.sfapi.server",
+            "--client-id",
+            "abcdefghijklm",
+            "--public-key",
+            str(public),
+            "--allowed-root",
+            str(tmp_path),
+            "--queue-wait-s",
+            "0",
+        ]
     )
     commands.append(cmd)
     cmd.wait_for("listening on http://", 60)
+    base = cmd.output[-1].split()[-1].rstrip("/")
+    with Client(
+        client_id="abcdefghijklm",
+        secret=private,
+        api_base_url=f"{base}{API_PREFIX}",
+        token_url=f"{base}/token",
+    ) as client:
+        client.compute(Machine.perlmutter).submit_job(
+            f"#!/bin/bash\n#SBATCH --output={tmp_path}/job.out\nsleep 300\n"
+        )
+    deadline = time.monotonic() + 30
+    while len(marked_pids(cmd.token)) < 2 and time.monotonic() < deadline:  # the emulator and its job
+        time.sleep(0.2)
+    assert len(marked_pids(cmd.token)) >= 2, "the job never started"
     assert cmd.stop_with(signum, 30) == 0
     assert cmd.left_behind() == []
 
