@@ -144,7 +144,7 @@ def test_emulator_suspends_a_task_on_expired_credentials(
     assert not (nersc / "a.cxi").exists()
 
 
-@pytest.mark.parametrize("call", ["get_task", "submit_transfer"])
+@pytest.mark.parametrize("call", ["get_task", "submit_transfer", "task_successful_transfers"])
 def test_429_beyond_the_sdk_retries_gets_the_grace_and_its_retry_after(
     call: str,
     beamline: Path,

@@ -373,7 +373,7 @@ class GlobusTransfer:
                 )
                 return group
         try:
-            doc = self.client.get_task(task_id)
+            doc = self._get_task(task_id)
         except globus_sdk.TransferAPIError as exc:
             if exc.http_status != 404:
                 raise
@@ -551,12 +551,11 @@ class GlobusTransfer:
         final: dict[str, dict[str, Any]] = {}
         while True:
             for task_id, task in list(pending.items()):
-                doc = self._patiently(f"polling task {task_id}", lambda t=task_id: self.client.get_task(t))
+                doc = self._get_task(task_id)
                 if doc["status"] == "ACTIVE" and doc.get("nice_status") in STUCK_CODES:
                     task.stuck = (doc["nice_status"], self._culprit(task))
                     log.warning("task %s is stuck on %s: canceling it", task_id, doc["nice_status"])
-                    self.client.cancel_task(task_id)
-                    doc = self.client.get_task(task_id)
+                    doc = self._cancel(task_id)
                 elif doc["status"] == "INACTIVE":
                     task.stuck, task.suspended = (doc.get("nice_status") or "no reason given", None), True
                     log.error(
@@ -565,8 +564,7 @@ class GlobusTransfer:
                         task.stuck[0],
                         INACTIVE_ADVICE.get(task.stuck[0], _INACTIVE_DEFAULT_ADVICE),
                     )
-                    self.client.cancel_task(task_id)
-                    doc = self.client.get_task(task_id)
+                    doc = self._cancel(task_id)
                 if doc["status"] in ("SUCCEEDED", "FAILED"):
                     final[task_id] = doc
                     pending.pop(task_id)
@@ -574,10 +572,22 @@ class GlobusTransfer:
                 return final
             time.sleep(self.poll_interval_s)
 
+    def _get_task(self, task_id: str) -> Any:
+        return self._patiently(f"polling task {task_id}", lambda: self.client.get_task(task_id))
+
+    def _cancel(self, task_id: str) -> Any:
+        """Cancel a task; its document afterwards."""
+        self._patiently(f"canceling task {task_id}", lambda: self.client.cancel_task(task_id))
+        return self._get_task(task_id)
+
     def _culprit(self, task: _Tracked, extra_text: str = "") -> str | None:
         """The source path of this task's items that its error events (or ``extra_text``) name, if any."""
         texts = [extra_text]
-        for event in self.client.task_event_list(task.task_id, limit=100):
+        events = self._patiently(
+            f"listing the events of task {task.task_id}",
+            lambda: list(self.client.task_event_list(task.task_id, limit=100)),
+        )
+        for event in events:
             if event.get("is_error"):
                 texts.append(f"{event.get('details') or ''} {event.get('description') or ''}")
         for text in filter(None, texts):
@@ -597,7 +607,13 @@ class GlobusTransfer:
         """
         task_id = task.task_id
         done = self._successful_sources(task_id)
-        skipped = {e["source_path"]: e for e in self.client.paginated.task_skipped_errors(task_id).items()}
+        skipped = {
+            e["source_path"]: e
+            for e in self._patiently(
+                f"listing the skipped errors of task {task_id}",
+                lambda: list(self.client.paginated.task_skipped_errors(task_id).items()),
+            )
+        }
         failure = _failure_text(doc, task) if doc["status"] == "FAILED" else None
         summary = self._summarize(task_id, doc, failure, task.stuck[0] if task.stuck else None)
         culprit = None
@@ -627,7 +643,13 @@ class GlobusTransfer:
         return leftover
 
     def _successful_sources(self, task_id: str) -> set[str]:
-        return {e["source_path"] for e in self.client.paginated.task_successful_transfers(task_id).items()}
+        return {
+            e["source_path"]
+            for e in self._patiently(
+                f"listing the files task {task_id} copied",
+                lambda: list(self.client.paginated.task_successful_transfers(task_id).items()),
+            )
+        }
 
     def _summarize(
         self, task_id: str, doc: dict[str, Any], error: str | None = None, nice_status: str | None = None
