@@ -322,10 +322,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(
         self, status: int, body: dict[str, Any] | str, headers: Mapping[str, str] | None = None
     ) -> None:
-        text = isinstance(body, str)
-        data = body.encode() if text else json.dumps(body).encode()
+        data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "text/html; charset=utf-8" if text else "application/json")
+        kind = "text/html; charset=utf-8" if isinstance(body, str) else "application/json"
+        self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(data)))
         for key, value in (headers or {}).items():
             self.send_header(key, value)
