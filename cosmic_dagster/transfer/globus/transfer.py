@@ -507,7 +507,9 @@ class GlobusTransfer:
                 return call()
             except (globus_sdk.NetworkError, globus_sdk.GlobusAPIError) as exc:
                 status = getattr(exc, "http_status", None)
-                if status is not None and status < 500 and status != 429 and (status != 401 or renewed):
+                auth_refused = isinstance(exc, globus_sdk.AuthAPIError)  # our credentials: no use retrying
+                forgotten_token = status == 401 and not renewed and not auth_refused
+                if not (status is None or status >= 500 or status == 429 or forgotten_token):
                     raise
                 renewed = status == 401
                 since = since or time.monotonic()
