@@ -206,24 +206,21 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 def cmd_deploy_up(args: argparse.Namespace) -> int:
     """The production shape without containers, in the foreground until Ctrl-C."""
-    import signal
-    import threading
     import time
 
     from cosmic_dagster.cli.deployment import PostgresSettings, start_deployment
     from cosmic_dagster.cli.services import free_port
+    from cosmic_dagster.domain.processes import stop_on_signals
 
     home = Path(args.home).absolute()
     pg = PostgresSettings.from_env()
     print(f"PostgreSQL {pg.user}@{pg.host}:{pg.port}/{pg.db}; DAGSTER_HOME={home / 'dagster_home'}")
     print("starting the code server (dagster api grpc), dagster-daemon, dagster-webserver ...", flush=True)
     services = start_deployment(home, port=free_port(args.port), code_port=free_port(args.code_port))
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    print(f"Dagster UI: {services.url}  (logs in {home / 'logs'}; Ctrl-C stops all)", flush=True)
-    restarts: list[float] = []
     try:
+        stop = stop_on_signals()  # from here a stop signal ends the loop below instead of interrupting
+        print(f"Dagster UI: {services.url}  (logs in {home / 'logs'}; Ctrl-C stops all)", flush=True)
+        restarts: list[float] = []
         while not stop.wait(2.0):
             for name in services.restart_exited():
                 restarts = [t for t in restarts if t > time.monotonic() - 300] + [time.monotonic()]
@@ -251,13 +248,12 @@ def cmd_deploy_pools(args: argparse.Namespace) -> int:
 
 # --- watch: the push trigger (cosmic_dagster/cli/watch.py) -------------------------------------------
 def cmd_watch(args: argparse.Namespace) -> int:
-    """Register and launch new scans as they complete, until interrupted (SIGINT/SIGTERM)."""
+    """Register and launch new scans as they complete, until a stop signal (INT, TERM, HUP)."""
     import logging
-    import signal
-    import threading
 
     from cosmic_dagster.cli.watch import Watcher, path_rejection
     from cosmic_dagster.domain.arrivals import DirectoryLister
+    from cosmic_dagster.domain.processes import stop_on_signals
 
     settings = Settings.from_env()
     root = Path(args.root) if args.root else settings.beamline_root
@@ -278,9 +274,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         max_per_poll=settings.max_scans_per_tick,
         accept=path_rejection(root),
     )
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     logging.getLogger("cosmic_dagster.cli.watch").info(
         "watching %s every %g s -> %s", root, args.poll, args.url
     )
@@ -404,6 +398,9 @@ def main(argv: list[str] | None = None) -> int:
     except CosmicError as exc:
         print(f"cosmic-dagster {args.command}: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP while services ran (children stopped)
+        print(f"cosmic-dagster {args.command}: stopped ({exc or 'SIGINT'})", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

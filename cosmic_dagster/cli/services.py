@@ -3,6 +3,9 @@
 Used by ``cosmic-dagster demo``, ``cosmic-dagster deploy up`` and the end-to-end tests, so all
 exercise exactly what an operator runs (``dagster-daemon run`` + ``dagster-webserver``, and in
 the production shape a separate ``dagster api grpc`` code server), never an in-process shortcut.
+
+The children run in their own sessions (a Ctrl-C in the terminal reaches only us, and we stop them
+in order), so stopping them is our job on every stop signal: see :meth:`DagsterServices.start`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,6 +26,7 @@ from pathlib import Path
 import requests
 
 from cosmic_dagster import names
+from cosmic_dagster.domain.processes import STOP_SIGNALS, stop_on_signals
 
 # Shipped inside the package, so operator commands work from a wheel as from a checkout
 # (the checkout's top-level dagster.yaml, workspace.yaml and deploy/*.yaml link here).
@@ -68,6 +73,8 @@ class DagsterServices:
     port: int
     code_server_port: int | None = None
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _stopping: threading.Event | None = field(default=None, init=False, repr=False)
+    _saved_handlers: dict[int, object] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.code_server_port is not None:
@@ -137,7 +144,13 @@ class DagsterServices:
         self._stop("daemon", sig, group=group)
 
     def start(self, timeout_s: float = 120.0) -> None:
-        """Start both and wait until the webserver answers; on any failure stop what started."""
+        """Start both and wait until the webserver answers; on any failure stop what started.
+
+        From the main thread, SIGTERM and SIGHUP (systemd, docker, a closed terminal) then interrupt
+        the owner like Ctrl-C until :meth:`stop`: its ``finally``/``with`` stops these children
+        instead of Python dying at once and leaving them running, holding their ports.
+        """
+        self._interrupt_on_stop_signals()
         try:
             self._start(timeout_s)
         except BaseException:
@@ -215,9 +228,22 @@ class DagsterServices:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
+    def _interrupt_on_stop_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread() or self._stopping is not None:
+            return
+        self._saved_handlers = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+        self._stopping = stop_on_signals(interrupt=True)
+
     def stop(self) -> None:
+        """Stop every child (a stop signal arriving meanwhile no longer interrupts), restore the handlers."""
+        if self._stopping is not None:
+            self._stopping.set()
         for name in list(self.procs):
             self._stop(name)
+        if self._stopping is not None and threading.current_thread() is threading.main_thread():
+            for signum, handler in self._saved_handlers.items():
+                signal.signal(signum, handler)  # type: ignore[arg-type]
+            self._stopping, self._saved_handlers = None, {}
 
     def __enter__(self) -> DagsterServices:
         self.start()

@@ -1,8 +1,11 @@
-"""Is a process still there? (pid + kernel start time, so a reused pid is not mistaken for it)."""
+"""Is a process still there? (pid + kernel start time, so a reused pid is not mistaken for it.)
+And how a long-running command learns it must stop (every stop signal, not only Ctrl-C)."""
 
 from __future__ import annotations
 
 import os
+import signal
+import threading
 
 
 def process_start_time(pid: int) -> str | None:
@@ -29,3 +32,30 @@ def _pid_exists(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+#: What "stop" looks like to a long-running command: Ctrl-C, a service manager (systemd, docker),
+#: a closed terminal.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def stop_on_signals(*, interrupt: bool = False) -> threading.Event:
+    """Make SIGINT, SIGTERM and SIGHUP all mean "stop" in this process; call from the main thread.
+
+    Each sets the returned event, for loops that wait on it. With ``interrupt`` the first one also
+    raises KeyboardInterrupt in the main thread, as Ctrl-C does, so that code blocked anywhere
+    unwinds through the ``finally`` blocks that stop its children; later ones only set the event,
+    so a second signal cannot break off that stopping. Without this, SIGTERM and SIGHUP end Python
+    at once and every child process (in its own session) is left running.
+    """
+    stop = threading.Event()
+
+    def handle(signum: int, frame: object) -> None:
+        first = not stop.is_set()
+        stop.set()
+        if interrupt and first:
+            raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, handle)
+    return stop

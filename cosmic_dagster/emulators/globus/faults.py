@@ -1,11 +1,12 @@
 """Fault injection for the Globus Transfer emulator: per API call and per file path.
 
-A *call fault* answers an HTTP call with an error status (5xx, 429, 401...), optionally after the
-call was processed (the client sees an error although the task exists: the case that makes
-duplicate submissions). A *path fault* makes the copy (or the delete: ``task``) of matching files
-fail with a Globus fault code (FILE_NOT_FOUND, PERMISSION_DENIED, VERIFY_CHECKSUM, QUOTA_EXCEEDED...),
-a number of times or forever. Rules come from Python, from ``--faults FILE.json`` or from
-``POST /_emulator/faults``.
+A *call fault* answers an HTTP call with an error status (5xx, 429 with ``Retry-After``, 409 with
+any ``code``, 401...), optionally after the call was processed (the client sees an error although
+the task exists: the case that makes duplicate submissions), or with a non-JSON ``body`` (what a
+proxy in front of Globus answers). A *path fault* makes the copy (or the delete: ``task``) of
+matching files fail with a Globus fault code (FILE_NOT_FOUND, PERMISSION_DENIED, VERIFY_CHECKSUM,
+QUOTA_EXCEEDED...), a number of times or forever; CREDENTIAL_EXPIRED suspends the whole task (INACTIVE). Rules come from Python,
+from ``--faults FILE.json`` or from ``POST /_emulator/faults``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ PATH_ERRORS = (
     "QUOTA_EXCEEDED",
     "ENDPOINT_ERROR",
     "CONNECT_FAILED",
+    "CREDENTIAL_EXPIRED",
 )
 
 
@@ -58,6 +60,7 @@ class CallFault:
     times: int | None = 1  # None: forever
     after: bool = False  # process the call, then answer with the error
     retry_after: int | None = None
+    body: str | None = None  # sent as text/html instead of a JSON error document
 
     def describe(self) -> dict[str, Any]:
         return {"call": self.call, "status": self.status, "code": self.code, "times": self.times}
@@ -89,7 +92,7 @@ def parse_rule(raw: Mapping[str, Any]) -> CallFault | PathFault:
     data = dict(raw)
     try:
         if "call" in data:
-            allowed = {"call", "status", "code", "message", "times", "after", "retry_after"}
+            allowed = {"call", "status", "code", "message", "times", "after", "retry_after", "body"}
             _refuse_unknown(data, allowed)
             if data["call"] != "*" and data["call"] not in CALLS:
                 raise FaultSpecError(f"unknown call {data['call']!r}; known: {', '.join(CALLS)} or '*'")

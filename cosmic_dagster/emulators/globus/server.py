@@ -28,7 +28,6 @@ import os
 import pwd
 import re
 import secrets
-import signal
 import socket
 import stat
 import sys
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from cosmic_dagster.domain.processes import stop_on_signals
 from cosmic_dagster.emulators.globus.faults import (
     CallFault,
     FaultPlan,
@@ -290,7 +290,7 @@ class _Handler(BaseHTTPRequestHandler):
         args: tuple[str, ...],
         query: dict[str, str],
         raw: bytes,
-    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+    ) -> tuple[int, dict[str, Any] | str, dict[str, str]]:
         try:
             body = json.loads(raw) if raw and call != "token" else {}
         except ValueError:
@@ -319,10 +319,13 @@ class _Handler(BaseHTTPRequestHandler):
             return _fault_reply(call, fault)
         return status, reply, {}
 
-    def _send(self, status: int, body: dict[str, Any], headers: Mapping[str, str] | None = None) -> None:
-        data = json.dumps(body).encode()
+    def _send(
+        self, status: int, body: dict[str, Any] | str, headers: Mapping[str, str] | None = None
+    ) -> None:
+        data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        kind = "text/html; charset=utf-8" if isinstance(body, str) else "application/json"
+        self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(data)))
         for key, value in (headers or {}).items():
             self.send_header(key, value)
@@ -334,12 +337,16 @@ def _error(code: str, message: str, resource: str) -> dict[str, Any]:
     return {"code": code, "message": message, "request_id": secrets.token_hex(5), "resource": resource}
 
 
-def _fault_reply(call: str, fault: CallFault) -> tuple[int, dict[str, Any], dict[str, str]]:
+def _fault_reply(call: str, fault: CallFault) -> tuple[int, dict[str, Any] | str, dict[str, str]]:
     headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+    if fault.body is not None:
+        return fault.status, fault.body, headers
     if call == "token":
         default = "invalid_client" if fault.status == 401 else "server_error"
         return fault.status, {"error": fault.code or default, "error_description": fault.message}, headers
-    default = {401: "AuthenticationFailed", 429: "RequestLimitExceeded"}.get(fault.status, "ExternalError")
+    default = {401: "AuthenticationFailed", 409: "Conflict", 429: "RequestLimitExceeded"}.get(
+        fault.status, "ExternalError"
+    )
     if fault.status >= 500 and not fault.code:
         default = "ServiceUnavailable" if fault.status == 503 else "InternalServerError"
     return fault.status, _error(fault.code or default, fault.message, call), headers
@@ -733,9 +740,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"globus emulator: {exc}", file=sys.stderr)
         return 2
-    stopping = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stopping.set())
+    stopping = stop_on_signals()  # Ctrl-C, SIGTERM and SIGHUP: stop cleanly (state saved, jobs killed)
     print(f"listening on {server.url.rstrip('/')}", flush=True)
     stopping.wait()
     server.stop()

@@ -1,12 +1,13 @@
 """Task engine of the Globus Transfer emulator: queueing, real copies, retries, deadlines, persistence.
 
 Semantics follow the Transfer API (see reference/globus.md): a task is ACTIVE (queued or running),
-then SUCCEEDED or FAILED (failed, canceled or expired); only ``max_active`` tasks of one type run per
-user, the rest wait as ``nice_status="Queued"``; a missing or unreadable source keeps the task ACTIVE
-with faults until its deadline unless ``skip_source_errors`` is set; QUOTA_EXCEEDED and
-EXTERNAL_CHECKSUM_MISMATCH fail the task at once. Bytes really move, a few files at a time per task,
-through one link of the configured bandwidth shared by all tasks, into a temporary name that is
-renamed only once verified. Checksums are MD5 unless an item names another algorithm.
+then SUCCEEDED or FAILED (failed, canceled or expired), or INACTIVE when Globus suspends it (expired
+collection credentials: it waits, suspended, for a cancel or its deadline); only ``max_active``
+tasks of one type run per user, the rest wait as ``nice_status="Queued"``; a missing or unreadable
+source keeps the task ACTIVE with faults until its deadline unless ``skip_source_errors`` is set;
+QUOTA_EXCEEDED and EXTERNAL_CHECKSUM_MISMATCH fail the task at once. Bytes really move, a few files
+at a time per task, through one link of the configured bandwidth shared by all tasks, into a
+temporary name that is renamed only once verified. Checksums are MD5 unless an item names another algorithm.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ from cosmic_dagster.emulators.globus.faults import FaultPlan
 log = logging.getLogger(__name__)
 
 SKIPPABLE = ("FILE_NOT_FOUND", "PERMISSION_DENIED", "AMBIGUOUS_PATH")
+#: Faults that suspend the whole task (status INACTIVE, nice_status the code) instead of retrying.
+SUSPENDING = ("CREDENTIAL_EXPIRED",)
+PENDING_LIMIT_CODE = "ClientError.Conflict.PendingTaskLimit"
 CHECKSUM_ALGORITHMS = {"MD5": "md5", "SHA1": "sha1", "SHA256": "sha256", "SHA512": "sha512"}
 DEFAULT_CHECKSUM = "MD5"  # what Globus uses unless the submission names another algorithm
 DEFAULT_DEADLINE_S = 24 * 3600
@@ -48,7 +52,11 @@ _DESCRIPTIONS = {
     "IS_A_DIRECTORY": "is a directory (set recursive)",
     "EXPIRED": "the task deadline was reached",
     "CANCELED": "the task was canceled by the user",
+    "CREDENTIAL_EXPIRED": "the credentials for a collection expired",
 }
+
+
+_UNFINISHED = ("ACTIVE", "INACTIVE")
 
 
 class ApiError(Exception):
@@ -224,7 +232,7 @@ class Task:
 
     def document(self, collections: Collections) -> dict[str, Any]:
         req, n = self.request, self.counts
-        done = self.status != "ACTIVE"
+        done = self.status in ("SUCCEEDED", "FAILED")
         elapsed = max((self.completion_time or time.time()) - self.request_time, 1e-3)
         pending = 0 if done else max(n["subtasks_total"] - self._finished_subtasks(), 0)
         is_ok = None if done else self.nice_status in ("OK", "Queued")
@@ -385,11 +393,11 @@ class TaskEngine:
                 return self.tasks[self.used[sid]], True
             now = time.time()
             request = _validate(body, kind, self.collections)
-            pending = [t for t in self.tasks.values() if t.owner == owner and t.status == "ACTIVE"]
+            pending = [t for t in self.tasks.values() if t.owner == owner and t.status in _UNFINISHED]
             if len([t for t in pending if t.type == kind]) >= self.max_pending:
                 raise ApiError(
                     409,
-                    "ClientError.Conflict.PendingTaskLimit",
+                    PENDING_LIMIT_CODE,
                     f"At most {self.max_pending} pending {kind.lower()} tasks per user",
                 )
             task = Task(
@@ -417,7 +425,7 @@ class TaskEngine:
     def cancel(self, owner: str, task_id: str) -> str:
         with self.lock:
             task = self.get(owner, task_id)
-            if task.status != "ACTIVE":
+            if task.status not in _UNFINISHED:
                 return "TaskComplete"
             self._finish(task, "FAILED", "CANCELED", "The task was canceled by the user")
             return "Canceled"
@@ -444,6 +452,8 @@ class TaskEngine:
                     if task.status == "ACTIVE" and task.started_time is not None:
                         running[(task.owner, task.type)] = running.get((task.owner, task.type), 0) + 1
                 for task in self.tasks.values():
+                    if task.status == "INACTIVE" and now >= task.deadline:
+                        self._finish(task, "FAILED", "EXPIRED", _DESCRIPTIONS["EXPIRED"])
                     if task.status != "ACTIVE" or task.started_time is not None:
                         continue
                     if now >= task.deadline:
@@ -611,6 +621,12 @@ class TaskEngine:
             if task.status != "ACTIVE":
                 return True
             details = f"{fault.code}: {description}: {fault.path}"
+            if fault.code in SUSPENDING:  # the worker stops; the task waits for a cancel or its deadline
+                task.counts["faults"] += 1
+                task.status, task.nice_status = "INACTIVE", fault.code
+                task.event(fault.code, description, details, is_error=True)
+                self.changed()
+                return True
             if fault.fatal:
                 task.counts["faults"] += 1
                 task.event(fault.code, description, details, is_error=True)

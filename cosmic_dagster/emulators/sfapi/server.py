@@ -24,7 +24,6 @@ import json
 import os
 import re
 import secrets
-import signal
 import subprocess
 import sys
 import threading
@@ -42,6 +41,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 from zoneinfo import ZoneInfo
 
+from cosmic_dagster.domain.processes import stop_on_signals
 from cosmic_dagster.emulators.sfapi.auth import TokenIssuer, TokenRequestError, load_public_key
 from cosmic_dagster.emulators.sfapi.files import FileArea, FileAreaError
 from cosmic_dagster.emulators.sfapi.local_slurm import SlurmScheduler
@@ -667,9 +667,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except (OSError, ValueError) as exc:
         parser.error(str(exc))
-    stopped = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stopped.set())
+    stopped = stop_on_signals()  # Ctrl-C, SIGTERM and SIGHUP: stop cleanly (state saved, jobs killed)
     emulator.start()
     print(f"listening on {emulator.url}", flush=True)
     stopped.wait()

@@ -86,7 +86,7 @@ def verify_copies(adapter: GlobusTransfer, items: Sequence[TransferItem]) -> dic
         e["source_path"]: e.get("error_code") or "ERROR"
         for e in adapter.client.paginated.task_skipped_errors(task_id).items()
     }
-    failure = _failure_text(doc, tracked.stuck)
+    failure = _failure_text(doc, tracked) if doc["status"] == "FAILED" else None
     out: dict[str, Check] = {}
     for item in items:
         source = adapter.source.path(item.relpath)
@@ -124,7 +124,7 @@ def delete_sources(adapter: GlobusTransfer, items: Sequence[TransferItem]) -> di
     task_id = adapter.client.submit_delete(data)["task_id"]
     tracked = _Tracked(task_id, "", list(items))
     doc = adapter._wait([tracked])[task_id]
-    failure = _failure_text(doc, tracked.stuck)
+    failure = _failure_text(doc, tracked) if doc["status"] == "FAILED" else None
     after = inspect_sources(adapter, items)
     out: dict[str, Check] = {}
     for item in items:

@@ -16,7 +16,12 @@ NERSC is not copied again.
 Two Globus pitfalls are handled: ``task_wait`` returns True for FAILED tasks (we read the status),
 and a task stuck on FILE_NOT_FOUND / PERMISSION_DENIED stays ACTIVE until its deadline (we cancel
 it, blame the file named in its events, and resubmit the rest). Source errors are skipped
-(``skip_source_errors``) so a bad scan never blocks the good ones of its batch.
+(``skip_source_errors``) so a bad scan never blocks the good ones of its batch. A task Globus
+suspends (INACTIVE, e.g. expired collection credentials) is canceled with its reason and what to do.
+
+Outages (network errors, 5xx, and 429 beyond the SDK's own retries, honouring ``Retry-After``) are
+waited out for ``unreachable_grace_s``. A 409 on submit is read by its code: the pending-task limit
+is waited out (backing off, bounded, at WARNING); any other conflict fails the batch at once.
 """
 
 from __future__ import annotations
@@ -28,11 +33,11 @@ import posixpath
 import re
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import globus_sdk
 from globus_sdk.transport import RetryConfig
@@ -68,6 +73,20 @@ STUCK_CODES = frozenset(
         "IS_A_DIRECTORY",
     }
 )
+#: What the operator should do about a task Globus suspended (status INACTIVE), by its nice_status.
+INACTIVE_ADVICE = {
+    "CREDENTIAL_EXPIRED": (
+        "the credentials Globus holds for one of the collections expired: renew them (app.globus.org, "
+        "the collection's credentials / consent for this client), then rerun the failed scans"
+    ),
+}
+_INACTIVE_DEFAULT_ADVICE = "see the task's events in the Globus web app, fix the cause, rerun failed scans"
+#: A 409 naming the pending-task limit (Globus documents the limit, not its code: match the words).
+_PENDING_LIMIT = re.compile(r"pending[\s_.-]*(?:transfer[\s_.-]*|delete[\s_.-]*)?tasks?", re.IGNORECASE)
+#: Longest pause between two submits while the pending-task limit is reached.
+PENDING_LIMIT_MAX_PAUSE_S = 60.0
+
+_T = TypeVar("_T")
 
 
 class GlobusCredentialsError(CosmicError, ValueError):
@@ -133,6 +152,9 @@ def describe_error(exc: Exception) -> str:
         code = exc.code or raw.get("error") or "error"
         return f"Globus Auth refused the client credentials (HTTP {exc.http_status}, {code})"
     if isinstance(exc, globus_sdk.GlobusAPIError):
+        if exc.raw_json is None:  # not a Globus error document (a proxy's HTML page, an empty body)
+            body = " ".join(exc.text.split())[:200] or "(empty body)"
+            return f"Globus answered HTTP {exc.http_status} {exc.http_reason}: {body}"
         return f"Globus answered HTTP {exc.http_status} {exc.code}: {exc.message}"
     if isinstance(exc, globus_sdk.NetworkError):
         return f"Globus unreachable: {type(exc).__name__}"
@@ -153,6 +175,7 @@ class TaskSummary:
     bytes_per_second: int
     seconds: float
     error: str | None = None
+    nice_status: str | None = None  # why we canceled it (stuck or suspended), e.g. CREDENTIAL_EXPIRED
 
 
 @dataclass
@@ -163,6 +186,7 @@ class _Tracked:
     submission_id: str
     items: list[TransferItem]
     stuck: tuple[str, str | None] | None = None  # (nice_status, culprit source path) when we canceled it
+    suspended: bool = False  # Globus had suspended it (INACTIVE) when we canceled it
 
 
 class GlobusTransfer:
@@ -181,6 +205,7 @@ class GlobusTransfer:
         max_resubmits: int = 2,
         unreachable_grace_s: float = 300.0,
         collections: Mapping[str, Endpoint] | None = None,
+        pending_limit_wait_s: float = 3600.0,
     ):
         if poll_interval_s <= 0 or deadline_s <= 0 or max_files_per_task < 1 or max_resubmits < 0:
             raise ValueError(
@@ -197,6 +222,7 @@ class GlobusTransfer:
         self.max_files_per_task = max_files_per_task
         self.max_resubmits = max_resubmits
         self.unreachable_grace_s = unreachable_grace_s
+        self.pending_limit_wait_s = pending_limit_wait_s
         self.task_summaries: dict[str, TaskSummary] = {}
         self._marks: dict[str, dict[str, str]] = {}  # submission id -> scan key -> "verified"/"failed"
         self._carrier: dict[str, str] = {}  # scan key -> submission id of the task carrying it now
@@ -217,6 +243,7 @@ class GlobusTransfer:
         retry_config: RetryConfig | None = None,
         max_files_per_task: int = 10_000,
         unreachable_grace_s: float = 300.0,
+        pending_limit_wait_s: float = 3600.0,
     ) -> GlobusTransfer:
         """The adapter from the endpoints file (old config.yml format) and credentials."""
         endpoints = load_endpoints(endpoints_file)
@@ -236,6 +263,7 @@ class GlobusTransfer:
             max_files_per_task=max_files_per_task,
             unreachable_grace_s=unreachable_grace_s,
             collections=endpoints,
+            pending_limit_wait_s=pending_limit_wait_s,
         )
 
     # ---- Transfer protocol -----------------------------------------------------------------
@@ -406,7 +434,7 @@ class GlobusTransfer:
                 )
                 return group
         try:
-            doc = self.client.get_task(task_id)
+            doc = self._get_task(task_id)
         except globus_sdk.TransferAPIError as exc:
             if exc.http_status != 404:
                 raise
@@ -434,7 +462,7 @@ class GlobusTransfer:
 
     def _submit_chunk(self, chunk: list[TransferItem], label: str) -> _Tracked:
         """Record the task document under a fresh submission id, then submit it."""
-        submission_id = self.client.get_submission_id()["value"]
+        submission_id = self._patiently("getting a submission id", self.client.get_submission_id)["value"]
         deadline = datetime.now(timezone.utc) + timedelta(seconds=self.deadline_s)
         batch = {
             "submission_id": submission_id,
@@ -472,15 +500,7 @@ class GlobusTransfer:
                 external_checksum=item["sha256"],
                 checksum_algorithm="SHA256",
             )
-        while True:
-            try:
-                result = self.client.submit_transfer(data)
-                break
-            except globus_sdk.TransferAPIError as exc:  # too many pending tasks: wait for room
-                if exc.http_status != 409 or time.time() > _epoch(batch["deadline"]):
-                    raise
-                log.info("Globus pending-task limit reached; waiting to submit")
-                time.sleep(self.poll_interval_s)
+        result = self._submit_when_room(data, batch)
         task_id = result["task_id"]
         name = f"batch:{batch['submission_id']}"
         self.ledger.put(
@@ -494,6 +514,77 @@ class GlobusTransfer:
             TASK_URL.format(task_id=task_id),
         )
         return task_id
+
+    def _submit_when_room(self, data: globus_sdk.TransferData, batch: dict[str, Any]) -> Any:
+        """Submit, waiting (bounded, backing off) while Globus refuses it for the pending-task limit.
+
+        The same submission id makes each retry idempotent. Any other 409 (a conflict we do not
+        know how to resolve) is raised at once with the server's message.
+        """
+        what = f"submitting batch {batch['submission_id']}"
+        started = time.monotonic()
+        bound = min(self.pending_limit_wait_s, max(_epoch(batch["deadline"]) - time.time(), 0.0))
+        refusals = 0
+        while True:
+            try:
+                return self._patiently(what, lambda: self.client.submit_transfer(data))
+            except globus_sdk.TransferAPIError as exc:
+                if exc.http_status != 409 or not _PENDING_LIMIT.search(f"{exc.code} {exc.message}"):
+                    raise
+                refusals += 1
+                waited = time.monotonic() - started
+                if waited >= bound:
+                    raise TransferError(
+                        f"Globus pending-task limit still reached after {refusals} submit(s) over "
+                        f"{waited:.0f} s (bound {bound:.0f} s): {describe_error(exc)}; "
+                        "finish or cancel pending tasks of this client, then rerun the failed scans"
+                    ) from None
+                backoff = self.poll_interval_s * 2 ** (refusals - 1)
+                pause = min(backoff, PENDING_LIMIT_MAX_PAUSE_S, bound - waited)
+                log.warning(
+                    "Globus pending-task limit reached (%s); %s refused %d time(s) in %.0f s, "
+                    "retrying in %.1f s, giving up after %.0f s",
+                    exc.message,
+                    what,
+                    refusals,
+                    waited,
+                    pause,
+                    bound,
+                )
+                time.sleep(max(pause, 0.0))
+
+    def _patiently(self, what: str, call: Callable[[], _T]) -> _T:
+        """``call()``, retried through an outage for up to ``unreachable_grace_s``.
+
+        An outage is a network error, a 5xx or a 429 that outlasted the SDK's own retries (we wait
+        at least its ``Retry-After``). A 401 right after an outage (the service forgot our token) is
+        renewed by the SDK only once per request, and that chance may be spent on connection
+        errors: one more request renews it.
+        """
+        since: float | None = None
+        renewed = False
+        while True:
+            try:
+                return call()
+            except (globus_sdk.NetworkError, globus_sdk.GlobusAPIError) as exc:
+                status = getattr(exc, "http_status", None)
+                auth_refused = isinstance(exc, globus_sdk.AuthAPIError)  # our credentials: no use retrying
+                forgotten_token = status == 401 and not renewed and not auth_refused
+                if not (status is None or status >= 500 or status == 429 or forgotten_token):
+                    raise
+                renewed = status == 401
+                since = since or time.monotonic()
+                if time.monotonic() - since > self.unreachable_grace_s:
+                    raise
+                pause = max(self.poll_interval_s, _retry_after(exc))
+                log.warning(
+                    "%s: %s; retrying in %.1f s (for up to %.0f s)",
+                    what,
+                    describe_error(exc),
+                    pause,
+                    self.unreachable_grace_s,
+                )
+                time.sleep(pause)
 
     # ---- waiting and outcomes --------------------------------------------------------------
     def _run(self, tracked: list[_Tracked], label: str, outcomes: dict[str, CopyOutcome]) -> dict[str, int]:
@@ -521,35 +612,22 @@ class GlobusTransfer:
         """Poll until every task is final (never trusting ``task_wait``'s bool); cancel stuck ones."""
         pending = {task.task_id: task for task in tracked}
         final: dict[str, dict[str, Any]] = {}
-        unreachable_since: float | None = None
-        renewed = False
         while True:
             for task_id, task in list(pending.items()):
-                try:
-                    doc = self.client.get_task(task_id)
-                except (globus_sdk.NetworkError, globus_sdk.GlobusAPIError) as exc:
-                    # A 401 right after an outage (the service forgot our token) is renewed by the
-                    # SDK only once per request, and that chance may be spent on connection errors:
-                    # one more request renews it.
-                    status = getattr(exc, "http_status", None)
-                    if status is not None and status < 500 and (status != 401 or renewed):
-                        raise
-                    renewed = status == 401
-                    unreachable_since = unreachable_since or time.monotonic()
-                    if time.monotonic() - unreachable_since > self.unreachable_grace_s:
-                        raise
-                    log.warning("polling task %s: %s; will retry", task_id, describe_error(exc))
-                    break
-                unreachable_since, renewed = None, False
+                doc = self._get_task(task_id)
                 if doc["status"] == "ACTIVE" and doc.get("nice_status") in STUCK_CODES:
                     task.stuck = (doc["nice_status"], self._culprit(task))
                     log.warning("task %s is stuck on %s: canceling it", task_id, doc["nice_status"])
-                    self.client.cancel_task(task_id)
-                    doc = self.client.get_task(task_id)
+                    doc = self._cancel(task_id)
                 elif doc["status"] == "INACTIVE":
-                    task.stuck = ("INACTIVE", None)
-                    self.client.cancel_task(task_id)
-                    doc = self.client.get_task(task_id)
+                    task.stuck, task.suspended = (doc.get("nice_status") or "no reason given", None), True
+                    log.error(
+                        "task %s was suspended by Globus (INACTIVE, %s): canceling it; %s",
+                        task_id,
+                        task.stuck[0],
+                        INACTIVE_ADVICE.get(task.stuck[0], _INACTIVE_DEFAULT_ADVICE),
+                    )
+                    doc = self._cancel(task_id)
                 if doc["status"] in ("SUCCEEDED", "FAILED"):
                     final[task_id] = doc
                     pending.pop(task_id)
@@ -557,10 +635,22 @@ class GlobusTransfer:
                 return final
             time.sleep(self.poll_interval_s)
 
+    def _get_task(self, task_id: str) -> Any:
+        return self._patiently(f"polling task {task_id}", lambda: self.client.get_task(task_id))
+
+    def _cancel(self, task_id: str) -> Any:
+        """Cancel a task; its document afterwards."""
+        self._patiently(f"canceling task {task_id}", lambda: self.client.cancel_task(task_id))
+        return self._get_task(task_id)
+
     def _culprit(self, task: _Tracked, extra_text: str = "") -> str | None:
         """The source path of this task's items that its error events (or ``extra_text``) name, if any."""
         texts = [extra_text]
-        for event in self.client.task_event_list(task.task_id, limit=100):
+        events = self._patiently(
+            f"listing the events of task {task.task_id}",
+            lambda: list(self.client.task_event_list(task.task_id, limit=100)),
+        )
+        for event in events:
             if event.get("is_error"):
                 texts.append(f"{event.get('details') or ''} {event.get('description') or ''}")
         for text in filter(None, texts):
@@ -580,11 +670,17 @@ class GlobusTransfer:
         """
         task_id = task.task_id
         done = self._successful_sources(task_id)
-        skipped = {e["source_path"]: e for e in self.client.paginated.task_skipped_errors(task_id).items()}
-        summary = self._summarize(task_id, doc)
-        failure, culprit = None, None
+        skipped = {
+            e["source_path"]: e
+            for e in self._patiently(
+                f"listing the skipped errors of task {task_id}",
+                lambda: list(self.client.paginated.task_skipped_errors(task_id).items()),
+            )
+        }
+        failure = _failure_text(doc, task) if doc["status"] == "FAILED" else None
+        summary = self._summarize(task_id, doc, failure, task.stuck[0] if task.stuck else None)
+        culprit = None
         if doc["status"] == "FAILED":
-            failure = _failure_text(doc, task.stuck)
             fatal = doc.get("fatal_error") or {}
             if task.stuck is not None:
                 culprit = task.stuck[1]
@@ -610,9 +706,17 @@ class GlobusTransfer:
         return leftover
 
     def _successful_sources(self, task_id: str) -> set[str]:
-        return {e["source_path"] for e in self.client.paginated.task_successful_transfers(task_id).items()}
+        return {
+            e["source_path"]
+            for e in self._patiently(
+                f"listing the files task {task_id} copied",
+                lambda: list(self.client.paginated.task_successful_transfers(task_id).items()),
+            )
+        }
 
-    def _summarize(self, task_id: str, doc: dict[str, Any]) -> TaskSummary:
+    def _summarize(
+        self, task_id: str, doc: dict[str, Any], error: str | None = None, nice_status: str | None = None
+    ) -> TaskSummary:
         summary = TaskSummary(
             task_id=task_id,
             url=TASK_URL.format(task_id=task_id),
@@ -623,7 +727,8 @@ class GlobusTransfer:
             bytes_transferred=int(doc.get("bytes_transferred") or 0),
             bytes_per_second=int(doc.get("effective_bytes_per_second") or 0),
             seconds=_task_seconds(doc),
-            error=(doc.get("fatal_error") or {}).get("description"),
+            error=error or (doc.get("fatal_error") or {}).get("description"),
+            nice_status=nice_status,
         )
         self.task_summaries[task_id] = summary
         return summary
@@ -720,11 +825,22 @@ def _parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def _failure_text(doc: Mapping[str, Any], stuck: tuple[str, str | None] | None) -> str | None:
-    if stuck is not None:
-        return f"Globus task stuck on {stuck[0]}, canceled instead of waiting for its deadline"
-    if doc["status"] != "FAILED":
-        return None
+def _retry_after(exc: Exception) -> float:
+    """The seconds a 429/503 asked us to wait (``Retry-After``), 0 if none or unreadable."""
+    headers = getattr(exc, "headers", None) or {}
+    try:
+        return max(float(headers.get("Retry-After", 0)), 0.0)
+    except ValueError:  # an HTTP date: rare from Globus, the poll interval will do
+        return 0.0
+
+
+def _failure_text(doc: Mapping[str, Any], task: _Tracked) -> str:
+    if task.stuck is not None and task.suspended:
+        reason = task.stuck[0]
+        advice = INACTIVE_ADVICE.get(reason, _INACTIVE_DEFAULT_ADVICE)
+        return f"Globus suspended the task (INACTIVE, {reason}) and we canceled it: {advice}"
+    if task.stuck is not None:
+        return f"Globus task stuck on {task.stuck[0]}, canceled instead of waiting for its deadline"
     fatal = doc.get("fatal_error") or {}
     code = fatal.get("code", "FAILED")
     if code == "EXPIRED":
