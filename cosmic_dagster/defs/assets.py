@@ -15,7 +15,7 @@ from typing import Any, Literal
 import dagster as dg
 from pydantic import Field
 
-from cosmic_dagster.compute.jobscript import CdtoolsParams, EpieParams, PtychocamParams
+from cosmic_dagster.compute.engines import DEFAULT_ENGINE, engine_names, params_from
 from cosmic_dagster.defs.checks import COPY_CHECK, RECON_CHECK, copy_check, reconstruction_check
 from cosmic_dagster.defs.partitions import scans
 from cosmic_dagster.defs.pools import pool_slot
@@ -30,10 +30,15 @@ RECON = dg.AssetKey("reconstruction")
 class ReconstructionConfig(dg.Config):
     """Per-run reconstruction parameters (Launchpad / run config), defaults = routine processing."""
 
-    engine: Literal["epie", "ptychocam", "cdtools"] = "epie"
+    engine: Literal[engine_names()] = DEFAULT_ENGINE  # type: ignore[valid-type]
     iterations: int = 100
     probe_refine_start: int = 5
     seed: int = 0
+    probe_defocus_um: float | None = Field(
+        default=None,
+        description="fix the probe defocus (µm, signed, cdtools' convention); unset: the engine "
+        "chooses it from the data (auto-focus) and records its choice",
+    )
     illumination_refine_period: int = 0
     background_refine_period: int = 0
     enforce_illumination_mask: bool = False
@@ -43,18 +48,8 @@ class ReconstructionConfig(dg.Config):
     max_object_error: float = 0.10
 
     def params(self) -> Any:
-        if self.engine == "epie":
-            return EpieParams(
-                iterations=self.iterations, probe_refine_start=self.probe_refine_start, seed=self.seed
-            )
-        if self.engine == "ptychocam":
-            return PtychocamParams(
-                iterations=self.iterations,
-                illumination_refine_period=self.illumination_refine_period,
-                background_refine_period=self.background_refine_period,
-                enforce_illumination_mask=self.enforce_illumination_mask,
-            )
-        return CdtoolsParams()
+        """The chosen engine's parameters: the fields of this config that its class has."""
+        return params_from(self.engine, self.model_dump())
 
 
 SPECS = [

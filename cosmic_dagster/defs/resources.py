@@ -7,6 +7,7 @@ sensors only see the role's base class.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import dagster as dg
 
@@ -132,12 +133,8 @@ class ComputeResource(dg.ConfigurableResource):
     pool: str = "local-compute"
     python: str = sys.executable
     setup: str = ""
-    slurm_account: str | None = None
-    slurm_qos: str | None = None
-    slurm_constraint: str | None = None
-    slurm_gpus: int = 0
-    slurm_time: str = "00:30:00"
-    slurm_partition: str | None = None
+    # The fields of SlurmDirectives (its one definition), validated there when a job is rendered.
+    slurm: dict[str, Any] = {}
 
     def adapter(self, ledger: Ledger) -> Compute:
         raise NotImplementedError
@@ -149,14 +146,7 @@ class ComputeResource(dg.ConfigurableResource):
         return None
 
     def _directives(self) -> SlurmDirectives:
-        return SlurmDirectives(
-            account=self.slurm_account,
-            qos=self.slurm_qos,
-            constraint=self.slurm_constraint,
-            gpus=self.slurm_gpus,
-            time_limit=self.slurm_time,
-            partition=self.slurm_partition,
-        )
+        return SlurmDirectives(**self.slurm)
 
 
 class SlurmComputeResource(ComputeResource):

@@ -7,7 +7,6 @@ a stage can be rerun alone (e.g. only the reconstruction of one failed scan).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +20,7 @@ from cosmic_dagster.domain.arrivals import Lister
 from cosmic_dagster.domain.checksums import sha256_file
 from cosmic_dagster.domain.ledger import Ledger
 from cosmic_dagster.domain.scans import ScanPathError, relpath_for_key, resolve_under_root
+from cosmic_dagster.ptycho import outputs
 from cosmic_dagster.ptycho.cxi import CxiError, read_summary
 from cosmic_dagster.transfer.protocol import BatchReport, Transfer, TransferItem
 
@@ -219,9 +219,13 @@ class ScanPipeline:
             message = f"reconstruction job {job.job_id} ended {job.state}"
             return StageError(f"{message}\n--- last lines of job.out ---\n{tail}" if tail else message)
         try:
-            summary = json.loads(self.compute.fetch(f"{spec.workdir}/summary.json"))
+            summary = outputs.read_summary(
+                self.compute.fetch(outputs.in_workdir(spec.workdir, outputs.SUMMARY))
+            )
         except Exception as exc:
-            return StageError(f"job {job.job_id} completed but its summary.json could not be read: {exc}")
+            return StageError(
+                f"job {job.job_id} completed but its {outputs.SUMMARY} could not be read: {exc}"
+            )
         preview = self._fetch_preview(key, spec)
         recon = Reconstruction(
             key=key,
@@ -229,7 +233,7 @@ class ScanPipeline:
             params=asdict(plan.params),
             job=job,
             workdir=spec.workdir,
-            output=summary.get("output") or f"{spec.workdir}/reconstruction.h5",
+            output=summary.get("output") or outputs.in_workdir(spec.workdir, outputs.RECONSTRUCTION),
             summary=summary,
             preview=preview,
         )
@@ -238,7 +242,7 @@ class ScanPipeline:
 
     def _fetch_preview(self, key: str, spec: JobSpec) -> str | None:
         try:
-            data = self.compute.fetch(f"{spec.workdir}/preview.png")
+            data = self.compute.fetch(outputs.in_workdir(spec.workdir, outputs.PREVIEW))
         except Exception:
             return None
         local = self.preview_dir / key / f"{Path(spec.workdir).name}.png"
