@@ -218,6 +218,17 @@ def _recon_metadata(result: Reconstruction, compute: ComputeResource) -> dict[st
         "fourier_error_drop": summary.get("fourier_error_drop"),
         "verdict": summary.get("verdict_reason", ""),
     }
+    figures = summary.get("quality") or {}
+    if figures.get("error_to_noise_floor") is not None:
+        meta["error_to_noise_floor"] = round(figures["error_to_noise_floor"], 3)
+        meta["noise_floor"] = figures.get("noise_floor")
+    focus = summary.get("probe_focus") or {}
+    if focus.get("probe_defocus_um") is not None:
+        meta["probe_defocus_um"] = round(focus["probe_defocus_um"], 2)
+        meta["probe_defocus_chosen_by"] = focus.get("chosen_by", "")
+        meta["probe_defocus_reason"] = focus.get("reason", "")
+        if focus.get("seconds") is not None:
+            meta["auto_focus_s"] = round(focus["seconds"], 2)
     if summary.get("object_error") is not None:
         meta["object_error"] = summary["object_error"]
     if job.queue_wait_s is not None:

@@ -3,12 +3,15 @@
 One command for every place a job can run (laptop, Slurm job, container)::
 
     python -m cosmic_dagster.ptycho.epie INPUT.cxi OUTPUT.h5 --iterations 100 \
-        [--probe-refine-start 5] [--seed 0] [--summary SUMMARY.json] [--preview PREVIEW.png]
+        [--probe-refine-start 5] [--seed 0] [--probe-defocus-um Z] [--summary summary.json] \
+        [--preview preview.png]
 
 Progress lines go to stdout (the job log); bad input ends with exit code 2 and one ``error:`` line
 on stderr. COSMIC stores a *focused* initial illumination (the inverse transform of the root mean
 pattern); it is propagated by the zone-plate defocus first, without which ePIE collapses onto a
-focused spot.
+focused spot. Unless ``--probe-defocus-um`` fixes it, the defocus is chosen from the data
+(:mod:`~cosmic_dagster.ptycho.focus`); the summary says what was chosen and why, and gives the
+ground-truth-free verdict (:mod:`~cosmic_dagster.ptycho.verdict`).
 """
 
 from __future__ import annotations
@@ -20,14 +23,14 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import h5py
 import numpy as np
 from scipy import fft
 
-from cosmic_dagster.ptycho import cxi, optics, quality
+from cosmic_dagster.ptycho import cxi, focus, optics, outputs, quality
 from cosmic_dagster.ptycho.preview import write_preview
 
 ENGINE = "epie"
@@ -49,6 +52,8 @@ class Reconstruction:
     positions_px: np.ndarray
     params: dict[str, float | int | str | None] = field(default_factory=dict)
     seconds: float = 0.0
+    """The reconstruction proper (without the auto-focus, whose time is in ``focus``)."""
+    focus: focus.Focus | None = None
 
 
 def reconstruct(
@@ -66,16 +71,42 @@ def reconstruct(
 
     ``alpha``/``beta`` are the object/probe step sizes (1 is the classic ePIE); the probe is
     refined from iteration ``probe_refine_start`` (0-based; ``>= iterations`` keeps it fixed).
-    ``probe_defocus_m`` is how far the stored probe guess is propagated (None: COSMIC's defocus
-    for the scan energy, 0: use it as stored). ``fourier_error[i]`` is Σ(|Ψ| - √I)² / ΣI over the
-    usable pixels of all frames during iteration ``i`` (before each update). Iteration stops early
-    once the error is not finite.
+    ``probe_defocus_m`` is how far the stored probe guess is propagated (None: chosen from the data
+    by :func:`~cosmic_dagster.ptycho.focus.auto_focus`, 0: use it as stored). ``fourier_error[i]``
+    is Σ(|Ψ| - √I)² / ΣI over the usable pixels of all frames during iteration ``i`` (before each
+    update). Iteration stops early once the error is not finite.
     """
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
     if not (alpha > 0 and beta > 0):
         raise ValueError(f"alpha and beta must be > 0, got {alpha} and {beta}")
-    defocus = optics.cosmic_probe_defocus_m(scan.energy_ev) if probe_defocus_m is None else probe_defocus_m
+    if probe_defocus_m is None:
+        chosen = focus.auto_focus(scan, _trial(alpha, beta, seed))
+    else:
+        chosen = focus.fixed(probe_defocus_m)
+    recon = _reconstruct(scan, iterations, probe_refine_start, alpha, beta, chosen.defocus_m, seed, progress)
+    return replace(recon, focus=chosen)
+
+
+def _trial(alpha: float, beta: float, seed: int) -> focus.Trial:
+    """A short ePIE run for the auto-focus: the probe refined from the second iteration."""
+
+    def run(patch: cxi.ScanData, defocus_m: float, iterations: int) -> list[float]:
+        return _reconstruct(patch, iterations, 1, alpha, beta, defocus_m, seed, None).fourier_error
+
+    return run
+
+
+def _reconstruct(
+    scan: cxi.ScanData,
+    iterations: int,
+    probe_refine_start: int,
+    alpha: float,
+    beta: float,
+    defocus: float,
+    seed: int,
+    progress: Callable[[int, float], None] | None,
+) -> Reconstruction:
     frames = scan.frames
     h, w = frames.shape[1:]
     positions = np.rint(scan.positions_px).astype(np.int64)
@@ -134,6 +165,11 @@ def _fft_ordered_amplitudes(frames: np.ndarray) -> np.ndarray:
     np.sqrt(amplitudes, out=amplitudes)
     amplitudes *= np.float32(math.sqrt(h * w))
     return amplitudes
+
+
+def nominal_defocus_m(scan: cxi.ScanData) -> float:
+    """COSMIC's usual defocus at the scan energy (cdtools' sign): what auto-focus off assumes."""
+    return optics.cosmic_probe_defocus_m(scan.energy_ev)
 
 
 def initial_probe(scan: cxi.ScanData, defocus_m: float) -> np.ndarray:
@@ -263,7 +299,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--alpha", type=float, default=1.0, help="object step size")
     parser.add_argument("--beta", type=float, default=1.0, help="probe step size")
     parser.add_argument(
-        "--probe-defocus-um", type=float, default=None, help="propagate the probe guess (default: COSMIC's)"
+        "--probe-defocus-um",
+        type=float,
+        default=None,
+        help="propagate the probe guess by this much (signed, cdtools' convention); "
+        "default: chosen from the data (auto-focus)",
     )
     parser.add_argument("--summary", type=Path, help="write a JSON summary here (atomically)")
     parser.add_argument("--preview", type=Path, help="write a PNG preview here")
@@ -311,14 +351,16 @@ def _run(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=report,
     )
+    assert recon.focus is not None
+    print(f"{ENGINE}: probe defocus {recon.focus.reason} ({recon.focus.seconds:.2f} s)", flush=True)
     output = write_output(args.output, recon, source=str(args.input))
-    finite = bool(np.isfinite(recon.object).all() and np.isfinite(recon.probe).all())
+    assessment = quality.assess(
+        scan, recon.object, recon.probe, recon.positions_px, recon.fourier_error, recon.illumination
+    )
+    judged = assessment.verdict
     error = None
-    if scan.ground_truth is not None and finite:
+    if scan.ground_truth is not None and assessment.signals.finite:
         error = quality.object_error(recon.object, scan.ground_truth, illumination=recon.illumination)
-    judged = quality.verdict(recon.fourier_error)
-    if not finite:
-        judged = quality.Verdict(False, "the reconstructed object or probe contains NaN or infinity")
     preview = None
     if args.preview is not None:
         preview = write_preview(
@@ -336,9 +378,12 @@ def _run(args: argparse.Namespace) -> int:
         "fourier_error_final": final,
         "fourier_error_drop": first / final if final > 0 else None,
         "object_error": error,
-        "finite": finite,
+        "finite": assessment.signals.finite,
         "verdict_ok": judged.ok,
         "verdict_reason": judged.reason,
+        "verdict_signal": judged.signal,
+        "quality": assessment.signals.to_summary(),
+        "probe_focus": recon.focus.to_summary(),
         "output": str(output),
         "preview": None if preview is None else str(preview),
         "input": str(args.input),
@@ -347,7 +392,7 @@ def _run(args: argparse.Namespace) -> int:
         "parameters": recon.params,
     }
     if args.summary is not None:
-        _write_json(args.summary, summary)
+        outputs.write_summary(args.summary, summary)
     object_text = "" if error is None else f", object error {error:.4f}"
     verdict_text = "ok" if judged.ok else "NOT OK"
     print(
@@ -365,24 +410,6 @@ def preview_region(recon: Reconstruction, lit_fraction: float = 0.1) -> np.ndarr
     crop = recon.object[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     mean = np.mean(crop)
     return crop * np.complex64(np.conj(mean) / abs(mean)) if abs(mean) > 0 else crop
-
-
-def _write_json(path: Path, document: dict) -> None:
-    """Strict JSON (non-finite numbers become null), written to a temporary name then renamed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_finite_or_null(document), indent=1, allow_nan=False) + "\n")
-    os.replace(tmp, path)
-
-
-def _finite_or_null(value: object) -> object:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite_or_null(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite_or_null(v) for v in value]
-    return value
 
 
 if __name__ == "__main__":

@@ -56,9 +56,15 @@ def test_a_model_of_the_opposite_fft_convention_is_scored_mirrored() -> None:
         (Signals([0.1, 0.01, 0.05], finite=True), "divergence", "diverged: final Fourier error"),
         (Signals([0.1], finite=True), "iterations", "too few"),
         (Signals([1, 0.01], True, Fit(0.2, 0.01, 1.0)), "error_to_noise_floor", "20.0x what photon noise"),
-        (Signals([1, 0.01], True, Fit(0.02, 0.01, 3.0)), "intensity_balance", "3.00x the measured photons"),
+        (Signals([1, 0.01], True, Fit(0.005, 0.01, 1.0)), "error_to_noise_floor", "fitting the noise"),
+        (Signals([1, 0.01], True, Fit(0.012, 0.01, 3.0)), "intensity_balance", "3.00x the measured photons"),
         (
-            Signals([1, 0.01], True, Fit(0.02, 0.01, 1.0), amplitude_spread=30.0),
+            Signals([1, 0.01], True, Fit(0.012, 0.01, 1.0), probe_coherence=0.5),
+            "probe_coherence",
+            "not a focused beam",
+        ),
+        (
+            Signals([1, 0.01], True, Fit(0.012, 0.01, 1.0), amplitude_spread=30.0),
             "amplitude_spread",
             "hot spots",
         ),
@@ -67,6 +73,26 @@ def test_a_model_of_the_opposite_fft_convention_is_scored_mirrored() -> None:
 def test_each_failing_signal_is_named(signals: Signals, signal: str, words: str) -> None:
     judged = verdict.judge(signals)
     assert not judged.ok and judged.signal == signal and words in judged.reason
+
+
+def test_a_zone_plate_beam_is_coherent_at_any_defocus_and_noise_is_not() -> None:
+    from cosmic_dagster.ptycho import optics
+
+    pixel, wavelength = (25e-9, 25e-9), optics.wavelength_m(800)
+    pupil = optics.zone_plate_pupil(128, 30, 0.4)
+    for defocus in (-40e-6, -5e-6, 12e-6, 60e-6):
+        probe = optics.propagate(optics.centred_ifft2(pupil), pixel, wavelength, defocus)
+        assert verdict.probe_coherence(probe, pixel, wavelength) > 0.99
+    rng = np.random.default_rng(0)
+    messy = optics.centred_ifft2(pupil * np.exp(2j * np.pi * rng.random((128, 128))))
+    assert verdict.probe_coherence(messy, pixel, wavelength) < 0.5
+
+
+def test_read_noise_is_estimated_from_negative_counts() -> None:
+    rng = np.random.default_rng(0)
+    frames = rng.poisson(0.05, (8, 64, 64)) + rng.normal(0, 0.3, (8, 64, 64))
+    assert verdict.read_noise_estimate(frames) == pytest.approx(0.3, rel=0.1)
+    assert verdict.read_noise_estimate(rng.poisson(1.0, (8, 64, 64)).astype(float)) == 0.0
 
 
 def test_a_good_fit_passes_even_if_the_error_fell_little() -> None:
