@@ -54,6 +54,10 @@ class Reconstruction:
     seconds: float = 0.0
     """The reconstruction proper (without the auto-focus, whose time is in ``focus``)."""
     focus: focus.Focus | None = None
+    device: str = "cpu"
+    """Where it ran: ``cpu`` or ``gpu`` (an engine over :mod:`~cosmic_dagster.ptycho.xp`)."""
+    peak_device_bytes: int = 0
+    """Most GPU memory held during the run (0 on the CPU)."""
 
 
 def reconstruct(
@@ -251,7 +255,9 @@ def _illumination(probe: np.ndarray, positions: np.ndarray, shape: tuple[int, in
     return total
 
 
-def write_output(path: str | os.PathLike[str], recon: Reconstruction, *, source: str = "") -> Path:
+def write_output(
+    path: str | os.PathLike[str], recon: Reconstruction, *, source: str = "", engine: str = ENGINE
+) -> Path:
     """Write object, probe, error history, illumination and parameters atomically to an HDF5 file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -263,7 +269,7 @@ def write_output(path: str | os.PathLike[str], recon: Reconstruction, *, source:
             f["fourier_error"] = np.asarray(recon.fourier_error, np.float64)
             f["illumination"] = recon.illumination
             f["positions_px"] = recon.positions_px
-            f.attrs["engine"] = ENGINE
+            f.attrs["engine"] = engine
             f.attrs["iterations"] = len(recon.fourier_error)
             f.attrs["seconds"] = recon.seconds
             f.attrs["parameters"] = json.dumps(recon.params)
@@ -275,10 +281,22 @@ def write_output(path: str | os.PathLike[str], recon: Reconstruction, *, source:
     return path
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+#: How the CLI runs an engine on a loaded scan: (scan, parsed arguments, progress) -> result.
+#: Other engines (:mod:`~cosmic_dagster.ptycho.batched`) reuse this CLI with their own runner.
+EngineRun = Callable[[cxi.ScanData, argparse.Namespace, Callable[[int, float], None]], Reconstruction]
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    engine: str = ENGINE,
+    parser: argparse.ArgumentParser | None = None,
+    run: EngineRun | None = None,
+) -> int:
+    """The job command: same outputs, summary and exit codes for every engine that plugs in here."""
+    args = (parser or cli_parser()).parse_args(argv)
     try:
-        return _run(args)
+        return _run(args, engine, run or _run_epie)
     except cxi.CxiError as exc:
         print(f"error: bad input: {exc}", file=sys.stderr, flush=True)
         return _EXIT_BAD_INPUT
@@ -287,10 +305,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _EXIT_FAILED
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m cosmic_dagster.ptycho.epie", description="ePIE reconstruction of a COSMIC CXI scan."
-    )
+def cli_parser(
+    prog: str = "python -m cosmic_dagster.ptycho.epie",
+    description: str = "ePIE reconstruction of a COSMIC CXI scan.",
+) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("input", type=Path, help="scan file (.cxi)")
     parser.add_argument("output", type=Path, help="result file (.h5), written atomically")
     parser.add_argument("--iterations", type=_positive_int, default=DEFAULT_ITERATIONS)
@@ -324,11 +343,26 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run_epie(
+    scan: cxi.ScanData, args: argparse.Namespace, progress: Callable[[int, float], None]
+) -> Reconstruction:
+    return reconstruct(
+        scan,
+        args.iterations,
+        probe_refine_start=args.probe_refine_start,
+        alpha=args.alpha,
+        beta=args.beta,
+        probe_defocus_m=None if args.probe_defocus_um is None else args.probe_defocus_um * 1e-6,
+        seed=args.seed,
+        progress=progress,
+    )
+
+
+def _run(args: argparse.Namespace, engine: str, run: EngineRun) -> int:
     scan = cxi.load_scan(args.input)
     s = scan.summary
     print(
-        f"{ENGINE}: {Path(args.input).name}: {s.n_frames} frames of {s.frame_shape[0]}x{s.frame_shape[1]}, "
+        f"{engine}: {Path(args.input).name}: {s.n_frames} frames of {s.frame_shape[0]}x{s.frame_shape[1]}, "
         f"{s.energy_ev:.1f} eV, object {scan.object_shape[0]}x{scan.object_shape[1]} px, "
         f"{args.iterations} iterations",
         flush=True,
@@ -338,22 +372,12 @@ def _run(args: argparse.Namespace) -> int:
     def report(iteration: int, error: float) -> None:
         done = iteration + 1
         if done % every == 0 or done == args.iterations or not math.isfinite(error):
-            print(f"{ENGINE}: iteration {done}/{args.iterations} fourier_error {error:.5g}", flush=True)
+            print(f"{engine}: iteration {done}/{args.iterations} fourier_error {error:.5g}", flush=True)
 
-    defocus = None if args.probe_defocus_um is None else args.probe_defocus_um * 1e-6
-    recon = reconstruct(
-        scan,
-        args.iterations,
-        probe_refine_start=args.probe_refine_start,
-        alpha=args.alpha,
-        beta=args.beta,
-        probe_defocus_m=defocus,
-        seed=args.seed,
-        progress=report,
-    )
+    recon = run(scan, args, report)
     assert recon.focus is not None
-    print(f"{ENGINE}: probe defocus {recon.focus.reason} ({recon.focus.seconds:.2f} s)", flush=True)
-    output = write_output(args.output, recon, source=str(args.input))
+    print(f"{engine}: probe defocus {recon.focus.reason} ({recon.focus.seconds:.2f} s)", flush=True)
+    output = write_output(args.output, recon, source=str(args.input), engine=engine)
     assessment = quality.assess(
         scan, recon.object, recon.probe, recon.positions_px, recon.fourier_error, recon.illumination
     )
@@ -366,11 +390,11 @@ def _run(args: argparse.Namespace) -> int:
         preview = write_preview(
             preview_region(recon),
             args.preview,
-            title=f"{Path(args.input).stem} ({ENGINE}, {len(recon.fourier_error)} it)",
+            title=f"{Path(args.input).stem} ({engine}, {len(recon.fourier_error)} it)",
         )
     first, final = recon.fourier_error[0], recon.fourier_error[-1]
     summary = {
-        "engine": ENGINE,
+        "engine": engine,
         "iterations": len(recon.fourier_error),
         "seconds": round(recon.seconds, 3),
         "fourier_error": recon.fourier_error,
@@ -390,13 +414,15 @@ def _run(args: argparse.Namespace) -> int:
         "frames": s.n_frames,
         "frame_shape": list(s.frame_shape),
         "parameters": recon.params,
+        "device": recon.device,
+        "peak_gpu_memory_bytes": recon.peak_device_bytes,
     }
     if args.summary is not None:
         outputs.write_summary(args.summary, summary)
     object_text = "" if error is None else f", object error {error:.4f}"
     verdict_text = "ok" if judged.ok else "NOT OK"
     print(
-        f"{ENGINE}: done in {recon.seconds:.2f} s{object_text}; verdict {verdict_text}: {judged.reason}",
+        f"{engine}: done in {recon.seconds:.2f} s{object_text}; verdict {verdict_text}: {judged.reason}",
         flush=True,
     )
     return 0
