@@ -18,38 +18,30 @@ host memory and each batch's frames are copied in (streaming).
 
 from __future__ import annotations
 
+import argparse
 import math
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from cosmic_dagster.ptycho import cxi, epie, optics
+from cosmic_dagster.ptycho import cxi, epie, focus
 from cosmic_dagster.ptycho import xp as backends
 
 ENGINE = "batched"
 #: Batches per iteration when the batch size is not given (at most MAX_DEFAULT_BATCH frames each).
-DEFAULT_BATCHES_PER_ITERATION = 8
-MAX_DEFAULT_BATCH = 256
+DEFAULT_BATCHES_PER_ITERATION = 4
+MAX_DEFAULT_BATCH = 512
 #: rPIE-style regularisation of the summed-weight denominators (0: pure average, 1: ePIE's maximum).
 DEFAULT_OBJECT_REGULARISATION = 0.1
 DEFAULT_PROBE_REGULARISATION = 0.1
 #: Device memory kept free for transforms and workspaces beyond the estimate, as a fraction.
 _MEMORY_HEADROOM = 0.8
 _TINY = np.float32(1e-12)
-
-
-@dataclass(frozen=True, eq=False)
-class BatchedReconstruction(epie.Reconstruction):
-    """An :class:`epie.Reconstruction` plus where it ran and what it held on the device."""
-
-    device: str = "cpu"
-    peak_device_bytes: int = 0
-    """Most device memory held during the run (0 on the CPU)."""
-    streamed: bool = False
 
 
 def default_batch_size(n_frames: int) -> int:
@@ -73,8 +65,9 @@ def reconstruct(
     device: str = "auto",
     memory_budget_bytes: int | None = None,
     progress: Callable[[int, float], None] | None = None,
-) -> BatchedReconstruction:
-    """Run mini-batch PIE; parameters and ``fourier_error`` mean what they mean in :func:`epie.reconstruct`.
+) -> epie.Reconstruction:
+    """Run mini-batch PIE; parameters and ``fourier_error`` mean what they mean in :func:`epie.reconstruct`
+    (``probe_defocus_m`` None: auto-focus, with short trials of this engine on the same device).
 
     ``backend`` (default: :func:`xp.select` of ``device``) decides where it runs;
     ``memory_budget_bytes`` caps the device memory the resident frames may take (default: the
@@ -86,12 +79,54 @@ def reconstruct(
         raise ValueError(f"alpha and beta must be > 0, got {alpha} and {beta}")
     if not (0 < object_regularisation <= 1 and 0 < probe_regularisation <= 1):
         raise ValueError("object_regularisation and probe_regularisation must be in (0, 1]")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    be = backends.select(device) if backend is None else backend
+    settings = _Settings(alpha, beta, object_regularisation, probe_regularisation, be, memory_budget_bytes)
+    if probe_defocus_m is None:
+
+        def trial(patch: cxi.ScanData, defocus_m: float, trial_iterations: int) -> list[float]:
+            return _reconstruct(
+                patch, trial_iterations, 1, defocus_m, seed, None, settings, None
+            ).fourier_error
+
+        chosen = focus.auto_focus(scan, trial)
+    else:
+        chosen = focus.fixed(probe_defocus_m)
+    recon = _reconstruct(
+        scan, iterations, probe_refine_start, chosen.defocus_m, seed, batch_size, settings, progress
+    )
+    return replace(recon, focus=chosen)
+
+
+@dataclass(frozen=True)
+class _Settings:
+    alpha: float
+    beta: float
+    object_regularisation: float
+    probe_regularisation: float
+    backend: backends.Backend
+    memory_budget_bytes: int | None
+
+
+def _reconstruct(
+    scan: cxi.ScanData,
+    iterations: int,
+    probe_refine_start: int,
+    defocus: float,
+    seed: int,
+    batch_size: int | None,
+    settings: _Settings,
+    progress: Callable[[int, float], None] | None,
+) -> epie.Reconstruction:
+    be, memory_budget_bytes = settings.backend, settings.memory_budget_bytes
+    alpha, beta = settings.alpha, settings.beta
+    object_regularisation, probe_regularisation = (
+        settings.object_regularisation,
+        settings.probe_regularisation,
+    )
     n_frames = len(scan.frames)
     batch = default_batch_size(n_frames) if batch_size is None else batch_size
-    if batch < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch}")
-    be = backends.select(device) if backend is None else backend
-    defocus = optics.cosmic_probe_defocus_m(scan.energy_ev) if probe_defocus_m is None else probe_defocus_m
     positions = np.rint(scan.positions_px).astype(np.int64)
     amplitudes = epie._fft_ordered_amplitudes(scan.frames)
     h, w = amplitudes.shape[1:]
@@ -135,7 +170,7 @@ def reconstruct(
     seconds = time.perf_counter() - start
     illumination = be.xp.zeros(scan.object_shape, np.float32)
     state.add_illumination(illumination, np.arange(n_frames))
-    return BatchedReconstruction(
+    return epie.Reconstruction(
         object=be.to_host(state.obj),
         probe=be.to_host(state.probe),
         fourier_error=history,
@@ -152,11 +187,11 @@ def reconstruct(
             "object_regularisation": object_regularisation,
             "probe_regularisation": probe_regularisation,
             "device": be.device,
+            "streamed": streamed,
         },
         seconds=seconds,
         device=be.device,
         peak_device_bytes=max(peak, be.held_bytes()),
-        streamed=streamed,
     )
 
 
@@ -322,7 +357,7 @@ def _corrections(state: _State, frames: np.ndarray, partial: _Partial, refine: b
         xp.multiply(patches, probe, out=exit_wave)
         spectrum = be.fft2(exit_wave)
         xp.abs(spectrum, out=ratio)
-        xp.maximum(ratio, _TINY, out=ratio)
+        ratio += _TINY  # |Ψ| >= 0: cheaper than a maximum, the same where |Ψ| matters
         xp.divide(state.frames_of(part), ratio, out=ratio)
         ratio -= 1
         if state.good is not None:
@@ -341,3 +376,50 @@ def _corrections(state: _State, frames: np.ndarray, partial: _Partial, refine: b
         delta *= probe_conj
         state.scatter(partial.num_obj, part, delta)
     state.add_illumination(partial.den_obj, frames)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The job command: :func:`epie.main`'s arguments, outputs and exit codes, plus the device."""
+    parser = epie.cli_parser(
+        prog="python -m cosmic_dagster.ptycho.batched",
+        description="Mini-batch PIE reconstruction of a COSMIC CXI scan (CPU threads or one GPU).",
+    )
+    parser.add_argument("--device", choices=backends.DEVICES, default="auto", help="auto: the GPU if usable")
+    parser.add_argument(
+        "--batch-size", type=_positive_int, default=None, help="default: a quarter of the scan"
+    )
+    parser.add_argument(
+        "--workers", type=_positive_int, default=None, help="CPU threads (default: all cores)"
+    )
+    return epie.main(argv, engine=ENGINE, parser=parser, run=_run)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _run(
+    scan: cxi.ScanData, args: argparse.Namespace, progress: Callable[[int, float], None]
+) -> epie.Reconstruction:
+    backend = backends.select(args.device, workers=args.workers)
+    where = "GPU" if backend.device == "gpu" else f"CPU, {backend.workers} thread(s)"
+    print(f"{ENGINE}: device {where} (asked: {args.device})", flush=True)
+    return reconstruct(
+        scan,
+        args.iterations,
+        probe_refine_start=args.probe_refine_start,
+        alpha=args.alpha,
+        beta=args.beta,
+        probe_defocus_m=None if args.probe_defocus_um is None else args.probe_defocus_um * 1e-6,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        backend=backend,
+        progress=progress,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -22,8 +22,9 @@ DEVICES = ("auto", "cpu", "gpu")
 CPU_GROUP_FRAMES = 4
 
 
-class BackendUnavailable(RuntimeError):
-    """The requested device cannot be used (no CuPy, no CUDA device, a broken driver)."""
+class BackendUnavailable(ValueError):
+    """The requested device cannot be used (no CuPy, no CUDA device, a broken driver); a
+    ValueError so the job command reports it as a failed run with one ``error:`` line."""
 
 
 @dataclass(frozen=True, eq=False)

@@ -24,7 +24,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> cxi.ScanData:
     return cxi.load_scan(simulate.write_scan(tmp_path_factory.mktemp("tiny") / NAME, SimulationSpec.tiny()))
 
 
-def _run(scan: cxi.ScanData, backend: backends.Backend, **kwargs: object) -> batched.BatchedReconstruction:
+def _run(scan: cxi.ScanData, backend: backends.Backend, **kwargs: object) -> epie.Reconstruction:
     defocus = optics.cosmic_probe_defocus_m(scan.energy_ev)
     return batched.reconstruct(
         scan, ITERATIONS, probe_defocus_m=defocus, backend=backend, batch_size=4, **kwargs
@@ -37,19 +37,17 @@ def _object_error(recon: epie.Reconstruction, scan: cxi.ScanData) -> float:
 
 
 @pytest.fixture(scope="module")
-def reference(tiny: cxi.ScanData) -> batched.BatchedReconstruction:
+def reference(tiny: cxi.ScanData) -> epie.Reconstruction:
     return _run(tiny, backends.cpu_backend(1))
 
 
-def test_converges_at_least_as_well_as_epie(
-    tiny: cxi.ScanData, reference: batched.BatchedReconstruction
-) -> None:
+def test_converges_at_least_as_well_as_epie(tiny: cxi.ScanData, reference: epie.Reconstruction) -> None:
     sequential = epie.reconstruct(tiny, ITERATIONS, probe_defocus_m=reference.params["probe_defocus_m"])
     assert reference.fourier_error[0] / reference.fourier_error[-1] >= 3
     assert _object_error(reference, tiny) <= min(0.10, _object_error(sequential, tiny) + 0.01)
     assert reference.object.dtype == reference.probe.dtype == np.complex64
     assert reference.device == reference.params["device"] == "cpu"
-    assert reference.peak_device_bytes == 0 and not reference.streamed
+    assert reference.peak_device_bytes == 0 and not reference.params["streamed"]
     assert reference.params["batch_size"] == 4 and len(reference.fourier_error) == ITERATIONS
 
 
@@ -62,7 +60,7 @@ def test_converges_at_least_as_well_as_epie(
     ],
 )
 def test_every_layout_gives_the_same_result(
-    tiny: cxi.ScanData, reference: batched.BatchedReconstruction, backend: backends.Backend
+    tiny: cxi.ScanData, reference: epie.Reconstruction, backend: backends.Backend
 ) -> None:
     """Threads, groups and index scatter only change summation order: single-precision tolerance."""
     recon = _run(tiny, backend)
@@ -77,25 +75,23 @@ def test_every_layout_gives_the_same_result(
 
 
 def test_a_scan_over_the_memory_budget_streams_with_the_same_result(
-    tiny: cxi.ScanData, reference: batched.BatchedReconstruction
+    tiny: cxi.ScanData, reference: epie.Reconstruction
 ) -> None:
     recon = _run(tiny, backends.cpu_backend(1), memory_budget_bytes=tiny.frames.nbytes // 2)
-    assert recon.streamed
+    assert recon.params["streamed"]
     np.testing.assert_array_equal(recon.object, reference.object)
     assert recon.fourier_error == reference.fourier_error
 
 
-def test_the_batch_order_follows_the_seed(
-    tiny: cxi.ScanData, reference: batched.BatchedReconstruction
-) -> None:
+def test_the_batch_order_follows_the_seed(tiny: cxi.ScanData, reference: epie.Reconstruction) -> None:
     other = _run(tiny, backends.cpu_backend(1), seed=1)
     assert other.fourier_error != reference.fourier_error
     assert _object_error(other, tiny) <= 0.10
 
 
 def test_default_batch_size_depends_on_the_scan_only() -> None:
-    assert batched.default_batch_size(16) == 2
-    assert batched.default_batch_size(64) == 8
+    assert batched.default_batch_size(16) == 4
+    assert batched.default_batch_size(64) == 16
     assert batched.default_batch_size(2_500) == batched.MAX_DEFAULT_BATCH
     assert batched.default_batch_size(3) == 1
 
@@ -146,9 +142,7 @@ def _gpu_usable() -> bool:
 
 
 @pytest.mark.skipif(not _gpu_usable(), reason="needs CuPy and a CUDA device")
-def test_gpu_matches_cpu_on_the_same_seed(
-    tiny: cxi.ScanData, reference: batched.BatchedReconstruction
-) -> None:
+def test_gpu_matches_cpu_on_the_same_seed(tiny: cxi.ScanData, reference: epie.Reconstruction) -> None:
     recon = _run(tiny, backends.gpu_backend())
     assert recon.device == "gpu" and recon.peak_device_bytes > 0
     np.testing.assert_allclose(recon.fourier_error, reference.fourier_error, rtol=1e-3)
