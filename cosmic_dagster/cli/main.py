@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from cosmic_dagster.cli.dagster_api import DagsterApi, GraphQLError
+from cosmic_dagster.compute.batched_engine import DEVICES
 from cosmic_dagster.compute.engines import engine_names
 from cosmic_dagster.config import ConfigError, Settings
 from cosmic_dagster.domain.scans import ScanPathError, relpath_under_root, scan_key
@@ -29,6 +30,7 @@ def _recon_config(args: argparse.Namespace) -> dict:
         "iterations": args.iterations,
         "probe_refine_start": args.probe_refine_start,
         "probe_defocus_um": args.probe_defocus_um,
+        "device": args.device,
         "force": args.force or None,
     }
     config = {k: v for k, v in fields.items() if v is not None}
@@ -235,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--probe-defocus-um", type=float, help="fix the probe defocus (default: the engine chooses it)"
         )
+        p.add_argument("--device", choices=DEVICES, help="batched engine: where it runs")
         p.add_argument(
             "--force", action="store_true", help="new job even if one with these parameters completed"
         )

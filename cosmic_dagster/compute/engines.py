@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
+from cosmic_dagster.compute.batched_engine import BatchedParams
 from cosmic_dagster.compute.jobscript import (
     CdtoolsParams,
     EngineParams,
@@ -28,6 +29,7 @@ ENGINES: dict[str, type[EngineParams]] = {
         EpieParams,
         PtychocamParams,
         CdtoolsParams,
+        BatchedParams,
     )
 }
 DEFAULT_ENGINE = next(iter(ENGINES))

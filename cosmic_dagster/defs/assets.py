@@ -15,6 +15,7 @@ from typing import Any, Literal
 import dagster as dg
 from pydantic import Field
 
+from cosmic_dagster.compute.batched_engine import DEVICES
 from cosmic_dagster.compute.engines import DEFAULT_ENGINE, engine_names, params_from
 from cosmic_dagster.defs.checks import COPY_CHECK, RECON_CHECK, copy_check, reconstruction_check
 from cosmic_dagster.defs.partitions import scans
@@ -38,6 +39,13 @@ class ReconstructionConfig(dg.Config):
         default=None,
         description="fix the probe defocus (µm, signed, cdtools' convention); unset: the engine "
         "chooses it from the data (auto-focus) and records its choice",
+    )
+    device: Literal[DEVICES] = Field(  # type: ignore[valid-type]
+        default="auto", description="batched engine: where it runs (auto: the job's GPU if it has one)"
+    )
+    batch_size: int | None = Field(
+        default=None,
+        description="batched engine: frames per batch (unset: a quarter of the scan, at most 512)",
     )
     illumination_refine_period: int = 0
     background_refine_period: int = 0

@@ -14,7 +14,7 @@ from cosmic_dagster.defs.assets import ReconstructionConfig
 
 
 def test_registry_names_and_default() -> None:
-    assert engines.engine_names() == ("epie", "ptychocam", "cdtools")
+    assert engines.engine_names() == ("epie", "ptychocam", "cdtools", "batched")
     assert engines.DEFAULT_ENGINE == "epie"
     for name, cls in engines.ENGINES.items():
         assert cls.engine == name and isinstance(cls().resources(), Resources)
@@ -26,7 +26,9 @@ def test_params_from_takes_the_fields_the_engine_has() -> None:
     assert engines.params_from("ptychocam", values) == PtychocamParams(
         iterations=7, illumination_refine_period=2
     )
-    with pytest.raises(JobScriptError, match="unknown engine 'nope'; known: epie, ptychocam, cdtools"):
+    with pytest.raises(
+        JobScriptError, match="unknown engine 'nope'; known: epie, ptychocam, cdtools, batched"
+    ):
         engines.params_from("nope", values)
 
 

@@ -1,0 +1,156 @@
+"""The mini-batch engine as a job: auto-focus on both defocus signs, the command's outputs and exit
+codes (shared with ePIE), and the job script it gets (GPU request and setup lines only for a GPU job)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from cosmic_dagster.cli.main import _recon_config, build_parser
+from cosmic_dagster.compute import engines, jobscript
+from cosmic_dagster.compute.batched_engine import CPU_CORES, BatchedParams
+from cosmic_dagster.defs.assets import ReconstructionConfig
+from cosmic_dagster.ptycho import batched, cxi, optics, outputs, quality, simulate
+from cosmic_dagster.ptycho import xp as backends
+from cosmic_dagster.ptycho.simulate import SimulationSpec
+
+NAME = "NS_230216033_ccdframes_0_0.cxi"
+NOMINAL = optics.cosmic_probe_defocus_m(800.0)
+
+
+@pytest.fixture(scope="module")
+def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return simulate.write_scan(tmp_path_factory.mktemp("tiny") / NAME, SimulationSpec.tiny())
+
+
+def _cli(*args: object) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "cosmic_dagster.ptycho.batched", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("changes", [{}, {"defocus_m": -NOMINAL}], ids=["usual-side", "other-side"])
+def test_auto_focus_finds_either_sign(tmp_path: Path, changes: dict) -> None:
+    spec = replace(SimulationSpec.tiny(), **changes)
+    scan = cxi.load_scan(simulate.write_scan(tmp_path / NAME, spec))
+    recon = batched.reconstruct(scan, 50, backend=backends.cpu_backend(1))
+    assert recon.focus is not None and recon.focus.chosen_by == "auto"
+    assert np.sign(recon.focus.defocus_m) == np.sign(spec.resolved_defocus_m * spec.fft_sign)
+    assert scan.ground_truth is not None
+    assert quality.object_error(recon.object, scan.ground_truth, illumination=recon.illumination) <= 0.15
+
+
+def test_cli_writes_the_same_outputs_as_epie(tiny_path: Path, tmp_path: Path) -> None:
+    out, summary_path, preview = (
+        tmp_path / "r" / "out.h5",
+        tmp_path / "summary.json",
+        tmp_path / "preview.png",
+    )
+    done = _cli(
+        tiny_path, out, "--iterations", "30", "--device", "cpu", "--workers", "2", "--batch-size", "4",
+        "--summary", summary_path, "--preview", preview,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "batched: device CPU, 2 thread(s) (asked: cpu)" in done.stdout
+    assert done.stdout.splitlines()[-1].startswith("batched: done in ")
+    summary = outputs.read_summary(summary_path.read_text())
+    assert summary["engine"] == "batched" and summary["device"] == "cpu"
+    assert summary["peak_gpu_memory_bytes"] == 0 and summary["parameters"]["streamed"] is False
+    assert summary["parameters"]["batch_size"] == 4 and len(summary["fourier_error"]) == 30
+    assert summary["probe_focus"]["chosen_by"] == "auto" and summary["object_error"] <= 0.10
+    assert isinstance(summary["verdict_ok"], bool) and summary["verdict_reason"] and "quality" in summary
+    assert preview.read_bytes().startswith(b"\x89PNG")
+    with h5py.File(out) as f:
+        assert f.attrs["engine"] == "batched" and f["object"].dtype == np.complex64
+        assert json.loads(f.attrs["parameters"])["device"] == "cpu"
+
+
+def test_cli_exit_codes(tiny_path: Path, tmp_path: Path) -> None:
+    bad = simulate.write_defect(tmp_path / NAME, "truncated")
+    done = _cli(bad, tmp_path / "out.h5", "--device", "cpu", "--summary", tmp_path / "s.json")
+    assert done.returncode == 2 and done.stderr.startswith("error: bad input: ")
+    assert not (tmp_path / "s.json").exists()
+    assert _cli(tiny_path, tmp_path / "out.h5", "--device", "tpu").returncode == 2
+    assert _cli(tiny_path, tmp_path / "out.h5", "--batch-size", "0").returncode == 2
+
+
+def test_cli_asked_for_a_missing_gpu_fails_in_one_line(tiny_path: Path, tmp_path: Path) -> None:
+    try:
+        backends.gpu_backend()
+        pytest.skip("this machine has a usable GPU")
+    except backends.BackendUnavailable:
+        pass
+    done = _cli(tiny_path, tmp_path / "out.h5", "--device", "gpu", "--iterations", "2")
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: BackendUnavailable: ")
+    assert not (tmp_path / "out.h5").exists()
+
+
+SLURM = jobscript.SlurmDirectives(account="als", cpu_constraint="cpu", gpu_constraint="gpu")
+
+
+def _script(params: BatchedParams, workdir: str = "/w/scan1") -> str:
+    return jobscript.render_script(
+        params, input_path="/d/scan.cxi", workdir=workdir, job_name="reconstruction.s1.x", slurm=SLURM
+    )
+
+
+def test_only_a_gpu_job_requests_the_gpu_and_loads_cuda() -> None:
+    gpu = _script(BatchedParams())
+    assert "#SBATCH --gpus=1" in gpu and "#SBATCH --constraint=gpu" in gpu
+    setup_at, command_at = gpu.index("module load cudatoolkit"), gpu.index("-m cosmic_dagster.ptycho.batched")
+    assert setup_at < command_at and "--device auto" in gpu
+
+    cpu = _script(BatchedParams(device="cpu"))
+    assert "--gpus" not in cpu and "#SBATCH --constraint=cpu" in cpu
+    assert (
+        f"#SBATCH --cpus-per-task={CPU_CORES}" in cpu and "module load" not in cpu and "--device cpu" in cpu
+    )
+
+    custom = _script(BatchedParams(gpu_setup="module load python\nconda activate ptycho", batch_size=64))
+    assert "module load python\nconda activate ptycho\n" in custom and "--batch-size 64" in custom
+
+
+def test_the_registry_and_run_config_reach_the_engine() -> None:
+    assert "batched" in engines.engine_names()
+    params = engines.params_from(
+        "batched", {"device": "cpu", "iterations": 7, "batch_size": None, "force": True}
+    )
+    assert params == BatchedParams(device="cpu", iterations=7)
+    config = ReconstructionConfig(engine="batched", device="gpu", batch_size=32, iterations=40)
+    assert config.params() == BatchedParams(device="gpu", batch_size=32, iterations=40)
+    assert ReconstructionConfig().params() == engines.params_from(engines.DEFAULT_ENGINE, {})  # CPU default
+    args = build_parser().parse_args(
+        ["recon", "--engine", "batched", "--device", "cpu", "NS_230216033_ccdframes_0_0"]
+    )
+    assert _recon_config(args)["ops"]["scan_pipeline"]["config"] == {"engine": "batched", "device": "cpu"}
+    with pytest.raises(jobscript.JobScriptError, match="device"):
+        BatchedParams(device="tpu")
+    with pytest.raises(jobscript.JobScriptError, match="batch_size"):
+        BatchedParams(batch_size=0)
+
+
+def test_the_job_script_runs_where_there_is_no_module_command(tiny_path: Path, tmp_path: Path) -> None:
+    """``auto`` on a machine without GPU: the guarded setup line is a no-op and the run uses the CPU."""
+    workdir = tmp_path / "job"
+    params = BatchedParams(iterations=10, probe_defocus_um=NOMINAL * 1e6)
+    script = jobscript.render_script(
+        params,
+        input_path=str(tiny_path),
+        workdir=str(workdir),
+        job_name="r.s.x",
+        slurm=None,
+        python=sys.executable,
+    )
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    summary = outputs.read_summary((workdir / outputs.SUMMARY).read_text())
+    assert summary["engine"] == "batched" and summary["probe_focus"]["chosen_by"] == "operator"
+    assert (workdir / outputs.RECONSTRUCTION).exists() and (workdir / outputs.PREVIEW).exists()
