@@ -279,7 +279,14 @@ class _State:
         h, w = self.probe.shape
         if self.be.indexed:
             index = self.indices(frames)
-            self.be.add_at(target.ravel(), index, self.be.xp.broadcast_to(values, index.shape))
+            if target.dtype != np.complex64:
+                self.be.add_at(target.ravel(), index, self.be.xp.broadcast_to(values, index.shape))
+                return
+            # Complex as interleaved float32: scatter-add kernels (cupyx.scatter_add) support all
+            # float types, not every complex one.
+            flat, index = target.view(np.float32).ravel(), 2 * index
+            self.be.add_at(flat, index, self.be.xp.broadcast_to(values.real, index.shape))
+            self.be.add_at(flat, index + 1, self.be.xp.broadcast_to(values.imag, index.shape))
             return
         single = values.ndim == 2
         for i, (y, x) in enumerate(self.positions[frames].tolist()):
@@ -348,7 +355,8 @@ def _corrections(state: _State, frames: np.ndarray, partial: _Partial, refine: b
     partial.squared = 0.0
     probe = state.probe
     probe_conj = xp.conj(probe)
-    group = len(frames) if be.group_frames is None else be.group_frames
+    frame_bytes = probe.size * np.dtype(np.complex64).itemsize
+    group = len(frames) if be.group_bytes is None else max(1, be.group_bytes // frame_bytes)
     ws = partial.workspace(xp, min(group, len(frames)), probe.shape)
     for first in range(0, len(frames), group):
         part = frames[first : first + group]

@@ -18,8 +18,9 @@ import numpy as np
 from scipy import fft as scipy_fft
 
 DEVICES = ("auto", "cpu", "gpu")
-#: Frames transformed together on the CPU: 4 frames of 128² complex64 (512 KiB) stay in the L2 cache.
-CPU_GROUP_FRAMES = 4
+#: Bytes of complex64 frames transformed together on the CPU: 512 KiB (4 frames of 128², 1 of 256²)
+#: keep a group's buffers in the L2 cache.
+CPU_GROUP_BYTES = 512 * 2**10
 
 
 class BackendUnavailable(ValueError):
@@ -31,10 +32,11 @@ class BackendUnavailable(ValueError):
 class Backend:
     """Where and how the engine's arrays live.
 
-    ``workers`` batches are split into that many chunks processed by threads (numpy and scipy.fft
-    release the GIL); ``group_frames`` frames are transformed together within a chunk (None: the
-    whole chunk); ``indexed`` gathers and scatters object patches through index arrays (one kernel
-    per batch, as a GPU needs) instead of a Python loop over slices (faster on a CPU).
+    Batches are split into ``workers`` chunks processed by threads (numpy and scipy.fft release
+    the GIL); frames are transformed together in groups of about ``group_bytes`` (at least one
+    frame; None: the whole chunk); ``indexed`` gathers and scatters object patches through index
+    arrays (one kernel per batch, as a GPU needs) instead of a Python loop over slices (faster on
+    a CPU).
     """
 
     device: str
@@ -43,7 +45,7 @@ class Backend:
     ifft2: Callable[[Any], Any]
     add_at: Callable[[Any, Any, Any], None]
     workers: int = 1
-    group_frames: int | None = None
+    group_bytes: int | None = None
     indexed: bool = True
     memory: Any = None
     """CuPy's memory pool on a GPU, None on the CPU."""
@@ -71,7 +73,7 @@ class Backend:
 
 
 def cpu_backend(
-    workers: int | None = None, *, indexed: bool = False, group_frames: int = CPU_GROUP_FRAMES
+    workers: int | None = None, *, indexed: bool = False, group_bytes: int | None = CPU_GROUP_BYTES
 ) -> Backend:
     """numpy + scipy.fft; ``workers`` threads (default: the cores this process may use)."""
     workers = len(os.sched_getaffinity(0)) if workers is None else workers
@@ -84,7 +86,7 @@ def cpu_backend(
     def ifft2(a: np.ndarray) -> np.ndarray:
         return scipy_fft.ifft2(a, axes=(-2, -1), workers=1, overwrite_x=True)
 
-    return Backend("cpu", np, fft2, ifft2, np.add.at, workers, group_frames, indexed)
+    return Backend("cpu", np, fft2, ifft2, np.add.at, workers, group_bytes, indexed)
 
 
 def gpu_backend() -> Backend:

@@ -55,8 +55,8 @@ def test_converges_at_least_as_well_as_epie(tiny: cxi.ScanData, reference: epie.
     "backend",
     [
         pytest.param(backends.cpu_backend(2), id="two-threads"),
-        pytest.param(backends.cpu_backend(1, indexed=True, group_frames=None), id="gpu-layout-on-numpy"),
-        pytest.param(backends.cpu_backend(3, indexed=True, group_frames=1), id="indexed-threads-per-frame"),
+        pytest.param(backends.cpu_backend(1, indexed=True, group_bytes=None), id="gpu-layout-on-numpy"),
+        pytest.param(backends.cpu_backend(3, indexed=True, group_bytes=1), id="indexed-threads-per-frame"),
     ],
 )
 def test_every_layout_gives_the_same_result(
