@@ -16,6 +16,9 @@ from urllib.parse import urlsplit
 from cosmic_dagster.compute.jobscript import JobScriptError, SlurmDirectives
 
 PROFILES = ("local", "nersc", "slurm")
+#: GPU jobs at NERSC: the CUDA 12 libraries CuPy's wheel needs (Perlmutter's module); a no-op
+#: where there is no ``module`` command.
+NERSC_GPU_SETUP = "if type module >/dev/null 2>&1; then module load cudatoolkit; fi"
 
 
 class ConfigError(ValueError):
@@ -125,6 +128,8 @@ class SiteSettings:
     recon_root: str  # as the compute side sees it
     python: str
     setup: str
+    gpu_setup: str
+    """Shell lines GPU jobs run before the engine (COSMIC_GPU_JOB_SETUP; NERSC: load CUDA for CuPy)."""
     slurm: SlurmDirectives
     poll_interval_s: float
 
@@ -155,6 +160,7 @@ class SiteSettings:
             recon_root=recon_root,
             python=env.get("COSMIC_JOB_PYTHON") or ("python3" if nersc else sys.executable),
             setup=env.get("COSMIC_JOB_SETUP", ""),
+            gpu_setup=env.get("COSMIC_GPU_JOB_SETUP", NERSC_GPU_SETUP if nersc else ""),
             slurm=_slurm(env, nersc),
             poll_interval_s=_number(env, "COSMIC_POLL_INTERVAL_S", 10.0 if nersc else 2.0, 0.1),
         )

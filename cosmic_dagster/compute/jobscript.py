@@ -379,12 +379,14 @@ def render_script(
     slurm: SlurmDirectives | None,
     python: str = "python3",
     setup: str = "",
+    gpu_setup: str = "",
 ) -> str:
     """The complete job script: ``#SBATCH`` lines when ``slurm`` is given, then the engine command.
 
     The directives request what the engine uses (:meth:`EngineParams.resources`).
 
-    ``setup`` is inserted verbatim before the command (``module load ...``, ``source venv``)."""
+    ``setup`` is inserted verbatim before the command (``module load ...``, ``source venv``), then
+    ``gpu_setup`` if the engine uses a GPU (the CUDA libraries CuPy needs, e.g. at NERSC)."""
     if not isinstance(params, EngineParams):
         raise JobScriptError(f"unknown engine parameters: {type(params).__name__}")
     check_name("job_name", job_name)
@@ -398,7 +400,8 @@ def render_script(
         f"mkdir -p {_q('workdir', workdir)}",
         f"cd {_q('workdir', workdir)}",
     ]
-    if setup.strip():
-        lines += setup.strip("\n").splitlines()
+    for text in (setup, gpu_setup if params.resources().gpus else ""):
+        if text.strip():
+            lines += text.strip("\n").splitlines()
     lines.append(params.command(input_path=input_path, workdir=workdir, python=python))
     return "\n".join(lines) + "\n"

@@ -121,6 +121,7 @@ def scan_pipeline(
         preview_dir=state.preview_dir,
         python=compute.python,
         setup=compute.setup,
+        gpu_setup=compute.gpu_setup,
         remote_lister=arrivals.lister() if arrivals.remote() else None,
     )
     selected = context.selected_asset_keys

@@ -58,6 +58,7 @@ def _site_fields(site: SiteSettings) -> dict[str, Any]:
         recon_root=site.recon_root,
         python=site.python,
         setup=site.setup,
+        gpu_setup=site.gpu_setup,
         slurm=asdict(site.slurm),
     )
 

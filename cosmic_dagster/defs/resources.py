@@ -133,6 +133,7 @@ class ComputeResource(dg.ConfigurableResource):
     pool: str = "local-compute"
     python: str = sys.executable
     setup: str = ""
+    gpu_setup: str = ""
     # The fields of SlurmDirectives (its one definition), validated there when a job is rendered.
     slurm: dict[str, Any] = {}
 

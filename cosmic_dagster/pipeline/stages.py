@@ -78,6 +78,7 @@ class ScanPipeline:
         preview_dir: str | Path,
         python: str = "python3",
         setup: str = "",
+        gpu_setup: str = "",
         remote_lister: Lister | None = None,
     ):
         self.beamline_root = Path(beamline_root)
@@ -88,6 +89,7 @@ class ScanPipeline:
         self.preview_dir = Path(preview_dir)
         self.python = python
         self.setup = setup
+        self.gpu_setup = gpu_setup
         self.remote_lister = remote_lister
 
     # --- raw_scan ----------------------------------------------------------------------------
@@ -183,6 +185,7 @@ class ScanPipeline:
             slurm=plan.slurm,
             python=self.python,
             setup=self.setup,
+            gpu_setup=self.gpu_setup,
         )
         return JobSpec(name=name, script=script, workdir=workdir, env={"OMP_NUM_THREADS": "1"})
 

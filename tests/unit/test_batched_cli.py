@@ -16,6 +16,8 @@ import pytest
 from cosmic_dagster.cli.main import _recon_config, build_parser
 from cosmic_dagster.compute import engines, jobscript
 from cosmic_dagster.compute.batched_engine import CPU_CORES, BatchedParams
+from cosmic_dagster.compute.jobscript import EpieParams
+from cosmic_dagster.config import NERSC_GPU_SETUP, Settings, SiteSettings
 from cosmic_dagster.defs.assets import ReconstructionConfig
 from cosmic_dagster.ptycho import batched, cxi, optics, outputs, quality, simulate
 from cosmic_dagster.ptycho import xp as backends
@@ -96,26 +98,41 @@ def test_cli_asked_for_a_missing_gpu_fails_in_one_line(tiny_path: Path, tmp_path
 SLURM = jobscript.SlurmDirectives(account="als", cpu_constraint="cpu", gpu_constraint="gpu")
 
 
-def _script(params: BatchedParams, workdir: str = "/w/scan1") -> str:
+def _script(params: BatchedParams, **kwargs: object) -> str:
     return jobscript.render_script(
-        params, input_path="/d/scan.cxi", workdir=workdir, job_name="reconstruction.s1.x", slurm=SLURM
+        params,
+        input_path="/d/scan.cxi",
+        workdir="/w/scan1",
+        job_name="reconstruction.s1.x",
+        slurm=SLURM,
+        setup="source /env/bin/activate",
+        gpu_setup=NERSC_GPU_SETUP,
+        **kwargs,
     )
 
 
 def test_only_a_gpu_job_requests_the_gpu_and_loads_cuda() -> None:
     gpu = _script(BatchedParams())
     assert "#SBATCH --gpus=1" in gpu and "#SBATCH --constraint=gpu" in gpu
-    setup_at, command_at = gpu.index("module load cudatoolkit"), gpu.index("-m cosmic_dagster.ptycho.batched")
-    assert setup_at < command_at and "--device auto" in gpu
+    lines = gpu.splitlines()
+    command = next(i for i, line in enumerate(lines) if "-m cosmic_dagster.ptycho.batched" in line)
+    assert lines[command - 2 : command] == ["source /env/bin/activate", NERSC_GPU_SETUP]
+    assert "--device auto" in lines[command]
 
-    cpu = _script(BatchedParams(device="cpu"))
-    assert "--gpus" not in cpu and "#SBATCH --constraint=cpu" in cpu
-    assert (
-        f"#SBATCH --cpus-per-task={CPU_CORES}" in cpu and "module load" not in cpu and "--device cpu" in cpu
-    )
+    cpu = _script(BatchedParams(device="cpu", batch_size=64))
+    assert "--gpus" not in cpu and "#SBATCH --constraint=cpu" in cpu and "cudatoolkit" not in cpu
+    assert f"#SBATCH --cpus-per-task={CPU_CORES}" in cpu and "--device cpu --batch-size 64" in cpu
+    assert "cudatoolkit" not in _script(EpieParams())  # CPU engines keep a CPU job
 
-    custom = _script(BatchedParams(gpu_setup="module load python\nconda activate ptycho", batch_size=64))
-    assert "module load python\nconda activate ptycho\n" in custom and "--batch-size 64" in custom
+
+def test_gpu_setup_is_a_site_setting(tmp_path: Path) -> None:
+    nersc = Settings.from_env({"COSMIC_PROFILE": "nersc", "COSMIC_DATA_ROOT": str(tmp_path)})
+    env = {"COSMIC_NERSC_RECON_ROOT": "/pscratch/recon", "COSMIC_TRANSFER": "local"}
+    assert SiteSettings.from_env(nersc, env).gpu_setup == NERSC_GPU_SETUP
+    custom = {**env, "COSMIC_GPU_JOB_SETUP": "module load cudatoolkit/12.4\nmodule load cudnn"}
+    assert SiteSettings.from_env(nersc, custom).gpu_setup == custom["COSMIC_GPU_JOB_SETUP"]
+    slurm = Settings.from_env({"COSMIC_PROFILE": "slurm", "COSMIC_DATA_ROOT": str(tmp_path)})
+    assert SiteSettings.from_env(slurm, {}).gpu_setup == ""
 
 
 def test_the_registry_and_run_config_reach_the_engine() -> None:
