@@ -95,8 +95,9 @@ def reconstruct(
 def _trial(alpha: float, beta: float, seed: int) -> focus.Trial:
     """A short ePIE run for the auto-focus: the probe refined from the second iteration."""
 
-    def run(patch: cxi.ScanData, defocus_m: float, iterations: int) -> list[float]:
-        return _reconstruct(patch, iterations, 1, alpha, beta, defocus_m, seed, None).fourier_error
+    def run(patch: cxi.ScanData, defocus_m: float, iterations: int) -> tuple[np.ndarray, np.ndarray]:
+        recon = _reconstruct(patch, iterations, 1, alpha, beta, defocus_m, seed, None)
+        return recon.object, recon.probe
 
     return run
 
