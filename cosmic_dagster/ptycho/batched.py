@@ -85,10 +85,9 @@ def reconstruct(
     settings = _Settings(alpha, beta, object_regularisation, probe_regularisation, be, memory_budget_bytes)
     if probe_defocus_m is None:
 
-        def trial(patch: cxi.ScanData, defocus_m: float, trial_iterations: int) -> list[float]:
-            return _reconstruct(
-                patch, trial_iterations, 1, defocus_m, seed, None, settings, None
-            ).fourier_error
+        def trial(patch: cxi.ScanData, defocus_m: float, iterations: int) -> tuple[np.ndarray, np.ndarray]:
+            recon = _reconstruct(patch, iterations, 1, defocus_m, seed, None, settings, None)
+            return recon.object, recon.probe
 
         chosen = focus.auto_focus(scan, trial)
     else:
@@ -223,6 +222,7 @@ class _Partial:
                 xp.empty((frames, *shape), np.complex64),
                 xp.empty((frames, *shape), np.complex64),
                 xp.empty((frames, *shape), np.float32),
+                xp.empty((frames, *shape), np.complex64),
             )
         return self._workspace
 
@@ -232,6 +232,7 @@ class _Workspace:
     patches: Any
     exit_wave: Any
     ratio: Any
+    scratch: Any
 
 
 @dataclass(eq=False)
@@ -249,6 +250,7 @@ class _State:
         xp = self.be.xp
         h, w = self.probe.shape
         self.partials = [self.new_partial() for _ in range(self.be.workers)]
+        self.object_intensity: Any = None
         self.device_positions = xp.asarray(self.positions[:, 0] * self.obj.shape[1] + self.positions[:, 1])
         self.offsets = (xp.arange(h)[:, None] * self.obj.shape[1] + xp.arange(w)[None, :]).astype(np.int64)
 
@@ -266,10 +268,14 @@ class _State:
         return self.device_positions[self.be.xp.asarray(frames)][:, None, None] + self.offsets
 
     def gather(self, frames: np.ndarray, out: Any) -> Any:
-        """Copy the object patches of ``frames`` into ``out``."""
+        """The object patches of ``frames``, copied into ``out`` (one frame on the CPU: a view;
+        read-only either way)."""
         h, w = self.probe.shape
         if self.be.indexed:
             return self.be.xp.take(self.obj.ravel(), self.indices(frames), out=out)
+        if len(frames) == 1:
+            y, x = self.positions[frames[0]].tolist()
+            return self.obj[None, y : y + h, x : x + w]
         for i, (y, x) in enumerate(self.positions[frames].tolist()):
             out[i] = self.obj[y : y + h, x : x + w]
         return out
@@ -292,6 +298,15 @@ class _State:
         for i, (y, x) in enumerate(self.positions[frames].tolist()):
             target[y : y + h, x : x + w] += values if single else values[i]
 
+    def add_patch_sum(self, target: Any, source: Any, frames: np.ndarray) -> None:
+        """``target += Σ_k source[patch of frame k]`` (``target`` probe-sized)."""
+        h, w = self.probe.shape
+        if self.be.indexed:
+            target += self.be.xp.take(source.ravel(), self.indices(frames)).sum(axis=0)
+            return
+        for y, x in self.positions[frames].tolist():
+            target += source[y : y + h, x : x + w]
+
     def add_illumination(self, target: Any, frames: np.ndarray) -> None:
         """Σ|P|² of ``frames`` on the object grid (the object step's weight, the output's illumination)."""
         self.scatter(target, frames, self.probe.real**2 + self.probe.imag**2)
@@ -300,6 +315,8 @@ class _State:
         """The amplitudes of ``frames`` on the device (copied in per batch when streamed)."""
         if self.streamed:
             return self.be.to_device(self.amplitudes[frames])
+        if not self.be.indexed and len(frames) == 1:
+            return self.amplitudes[frames[0]][None]  # a view, no copy
         return self.amplitudes[self.be.xp.asarray(frames)] if self.be.indexed else self.amplitudes[frames]
 
 
@@ -314,6 +331,8 @@ def _batch_step(
     pool: ThreadPoolExecutor,
 ) -> Any:
     """Corrections of one batch from the current object and probe, then one update of each."""
+    if refine:  # the probe step's weight Σ|O_k|², gathered from |O|² computed once per batch
+        state.object_intensity = state.obj.real**2 + state.obj.imag**2
     chunks = [c for c in np.array_split(frames, state.be.workers) if len(c)]
     partials = state.partials[: len(chunks)]
     if len(chunks) == 1:
@@ -375,12 +394,11 @@ def _corrections(state: _State, frames: np.ndarray, partial: _Partial, refine: b
         flat = delta.ravel()
         partial.squared = partial.squared + xp.vdot(flat, flat).real
         if refine:
-            xp.abs(patches, out=ratio)  # the transforms may have reused exit_wave: it holds delta
-            ratio *= ratio
-            partial.den_probe += ratio.sum(axis=0)
-            xp.conj(patches, out=patches)
-            patches *= delta
-            partial.num_probe += patches.sum(axis=0)
+            scratch = ws.scratch[:n]  # not exit_wave: the transforms may have reused it for delta
+            xp.conj(patches, out=scratch)
+            scratch *= delta
+            partial.num_probe += scratch[0] if n == 1 else scratch.sum(axis=0)
+            state.add_patch_sum(partial.den_probe, state.object_intensity, part)
         delta *= probe_conj
         state.scatter(partial.num_obj, part, delta)
     state.add_illumination(partial.den_obj, frames)
