@@ -76,6 +76,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scan", choices=sorted(SCANS), default=None)
     parser.add_argument("--iterations", type=int, default=100)
+    parser.add_argument(
+        "--cpu-iterations",
+        type=int,
+        default=None,
+        help="for the CPU runs (default: --iterations; 10 with a GPU)",
+    )
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per engine (median)")
     args = parser.parse_args()
     gpu = gpu_or_none()
@@ -84,10 +90,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         scan = cxi.load_scan(simulate.write_scan(Path(tmp) / "scan.cxi", spec))
     assert scan.ground_truth is not None
-    n, it = len(scan.frames), args.iterations
+    n, gpu_it = len(scan.frames), args.iterations
+    it = args.cpu_iterations or (10 if gpu is not None else gpu_it)
     defocus = optics.cosmic_probe_defocus_m(scan.energy_ev)
     cores = sorted(os.sched_getaffinity(0))
-    print(f"scan {name}: {n} frames of {spec.frame_size}², {it} iterations, cores {cores}")
+    print(
+        f"scan {name}: {n} frames of {spec.frame_size}², iterations {it} on CPU, {gpu_it} on GPU, "
+        f"cores {cores}"
+    )
 
     def error(recon: epie.Reconstruction) -> float:
         return quality.object_error(recon.object, scan.ground_truth, illumination=recon.illumination)
@@ -98,14 +108,18 @@ def main() -> None:
 
     os.sched_setaffinity(0, {cores[0]})
     cpu1, cpu1_s, cpu1_cpu = median_run(lambda: epie.reconstruct(scan, it, probe_defocus_m=defocus))
+    one, one_s, one_cpu = median_run(
+        lambda: batched.reconstruct(scan, it, probe_defocus_m=defocus, backend=backends.cpu_backend(1))
+    )
     os.sched_setaffinity(0, set(cores))
     cpu_backend = backends.cpu_backend()
     many, many_s, many_cpu = median_run(
         lambda: batched.reconstruct(scan, it, probe_defocus_m=defocus, backend=cpu_backend)
     )
-    rate_cpu1, rate_many = n * it / cpu1_s, n * it / many_s
+    rate_cpu1, rate_one, rate_many = n * it / cpu1_s, n * it / one_s, n * it / many_s
     rows = [
         ("ePIE, 1 core", cpu1_s, rate_cpu1, rate_cpu1, n * it / cpu1_cpu, error(cpu1)),
+        ("batched, 1 core", one_s, rate_one, rate_one, n * it / one_cpu, error(one)),
         (
             f"batched, CPU x{cpu_backend.workers}",
             many_s,
@@ -120,19 +134,19 @@ def main() -> None:
     if gpu is not None:
         batched.reconstruct(scan, 2, probe_defocus_m=defocus, backend=gpu)  # plans, kernels, pool
         final, gpu_s, _ = median_run(
-            lambda: batched.reconstruct(scan, it, probe_defocus_m=defocus, backend=gpu)
+            lambda: batched.reconstruct(scan, gpu_it, probe_defocus_m=defocus, backend=gpu)
         )
-        gpu_rate = n * it / gpu_s
+        gpu_rate = n * gpu_it / gpu_s
         fft_rate = fft_bound_frames_per_s(gpu, n, spec.frame_size, final.params["batch_size"])
         rows.append(("batched, GPU", gpu_s, gpu_rate, gpu_rate, float("nan"), error(final)))
     header = ("seconds", "frames·it/s", "per core", "per CPU-s", "obj. error")
     print(f"{'engine':<22} " + " ".join(f"{h:>11}" for h in header))
     for label, seconds, rate, per_core, per_cpu_s, err in rows:
         print(f"{label:<22} {seconds:11.2f} {rate:11.0f} {per_core:11.0f} {per_cpu_s:11.0f} {err:11.4f}")
-    per_core_ratio, cpu_time_ratio = rows[1][3] / rate_cpu1, rows[1][4] / rows[0][4]
+    per_core_ratio, cpu_time_ratio = rows[2][3] / rate_cpu1, rows[2][4] / rows[0][4]
     print(
-        f"batched on CPU / ePIE per core: {per_core_ratio:.2f}x wall, {cpu_time_ratio:.2f}x CPU time; "
-        f"batch size {many.params['batch_size']}"
+        f"batched / ePIE per core: 1 core {rate_one / rate_cpu1:.2f}x; all cores {per_core_ratio:.2f}x wall, "
+        f"{cpu_time_ratio:.2f}x CPU time; batch size {many.params['batch_size']}"
     )
     if gpu is not None:
         assert gpu_rate is not None and fft_rate is not None
@@ -149,6 +163,7 @@ def main() -> None:
         f"RESULT frames_it_per_s_cpu1={rate_cpu1:.0f} frames_it_per_s_batched_cpu={rate_many:.0f} "
         f"frames_it_per_s_gpu={fmt(gpu_rate)} fft_bound_frames_per_s={fmt(fft_rate)} "
         f"object_error={error(final):.4f} object_error_cpu1={error(cpu1):.4f} "
+        f"frames_it_per_s_batched_1core={rate_one:.0f} batched_1core_ratio={rate_one / rate_cpu1:.2f} "
         f"batched_cpu_workers={cpu_backend.workers} batched_cpu_per_core_ratio={per_core_ratio:.2f} "
         f"batched_cpu_time_ratio={cpu_time_ratio:.2f}"
     )
