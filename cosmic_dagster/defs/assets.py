@@ -240,6 +240,9 @@ def _recon_metadata(result: Reconstruction, compute: ComputeResource) -> dict[st
             meta["auto_focus_s"] = round(focus["seconds"], 2)
     if summary.get("object_error") is not None:
         meta["object_error"] = summary["object_error"]
+    if summary.get("device"):  # engines over ptycho/xp: where it ran, and its GPU memory peak
+        meta["device"] = summary["device"]
+        meta["peak_gpu_memory_mib"] = round((summary.get("peak_gpu_memory_bytes") or 0) / 2**20, 1)
     if job.queue_wait_s is not None:
         meta["queue_wait_s"] = round(job.queue_wait_s, 2)
     if job.run_s is not None:

@@ -17,8 +17,11 @@ from cosmic_dagster.cli.main import _recon_config, build_parser
 from cosmic_dagster.compute import engines, jobscript
 from cosmic_dagster.compute.batched_engine import CPU_CORES, BatchedParams
 from cosmic_dagster.compute.jobscript import EpieParams
+from cosmic_dagster.compute.protocol import JobOutcome
 from cosmic_dagster.config import NERSC_GPU_SETUP, Settings, SiteSettings
-from cosmic_dagster.defs.assets import ReconstructionConfig
+from cosmic_dagster.defs.assets import ReconstructionConfig, _recon_metadata
+from cosmic_dagster.defs.resources import LocalComputeResource
+from cosmic_dagster.pipeline.stages import Reconstruction
 from cosmic_dagster.ptycho import batched, cxi, optics, outputs, quality, simulate
 from cosmic_dagster.ptycho import xp as backends
 from cosmic_dagster.ptycho.simulate import SimulationSpec
@@ -171,3 +174,17 @@ def test_the_job_script_runs_where_there_is_no_module_command(tiny_path: Path, t
     summary = outputs.read_summary((workdir / outputs.SUMMARY).read_text())
     assert summary["engine"] == "batched" and summary["probe_focus"]["chosen_by"] == "operator"
     assert (workdir / outputs.RECONSTRUCTION).exists() and (workdir / outputs.PREVIEW).exists()
+
+
+def test_asset_metadata_shows_the_device_and_gpu_memory(tmp_path: Path) -> None:
+    compute = LocalComputeResource(recon_root=str(tmp_path), jobs_dir=str(tmp_path / "jobs"))
+
+    def metadata(summary: dict) -> dict:
+        result = Reconstruction(
+            "k", "batched", {}, JobOutcome("1", "COMPLETED"), "/w", "/w/r.h5", summary, None
+        )
+        return _recon_metadata(result, compute)
+
+    gpu = metadata({"device": "gpu", "peak_gpu_memory_bytes": 3 * 2**30})
+    assert gpu["device"] == "gpu" and gpu["peak_gpu_memory_mib"] == 3072.0
+    assert "device" not in metadata({})  # engines that do not report one (ptychocam, cdtools)
