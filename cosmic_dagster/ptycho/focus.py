@@ -21,8 +21,9 @@ import numpy as np
 
 from cosmic_dagster.ptycho import cxi, verdict
 
-#: Coarse candidate magnitudes (m); each is tried with both signs.
-LADDER_M = (4e-6, 8e-6, 16e-6, 32e-6, 64e-6)
+#: Coarse candidate magnitudes (m), COSMIC's range; each is tried with both signs, then the
+#: winner's geometric neighbours (x/÷ √2).
+LADDER_M = (5e-6, 10e-6, 20e-6, 40e-6)
 #: Most frames a trial uses (a compact patch around the scan's centre) ...
 TRIAL_FRAMES = 20
 #: ... of which this fraction (at least one), the most central, is held out to score it.

@@ -189,13 +189,12 @@ def test_cli_writes_output_summary_and_preview(tiny_path: Path, tmp_path: Path) 
     assert summary["output"] == str(out) and summary["preview"] == str(preview)
     assert summary["parameters"]["seed"] == 3
     focus = summary["probe_focus"]
-    assert focus["chosen_by"] == "auto" and focus["probe_defocus_um"] == pytest.approx(16.0)
-    assert (
-        "lowest Fourier error" in focus["reason"] and focus["seconds"] > 0 and len(focus["trials_um"]) >= 10
-    )
+    assert focus["chosen_by"] == "auto" and NOMINAL / 1.5 < focus["probe_defocus_um"] * 1e-6 < NOMINAL * 1.5
+    assert "held-out frames best" in focus["reason"] and focus["seconds"] > 0
+    assert len(focus["trials_um"]) == 10
     assert summary["parameters"]["probe_defocus_m"] == pytest.approx(focus["probe_defocus_um"] * 1e-6)
     assert 0.5 < summary["quality"]["error_to_noise_floor"] < 3 and summary["verdict_signal"] == ""
-    assert "probe defocus +16.0 µm" in done.stdout
+    assert f"probe defocus {focus['probe_defocus_um']:+.1f} µm" in done.stdout
 
     with h5py.File(out, "r") as f:
         assert f["object"].dtype == np.complex64 and f["probe"].shape == (64, 64)
