@@ -22,6 +22,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
+import functools
 import json
 import math
 import multiprocessing
@@ -34,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cosmic_dagster.ptycho import cxi, epie, quality, simulate
+from cosmic_dagster.ptycho import batched, cxi, epie, quality, simulate
+from cosmic_dagster.ptycho import xp as backends
 from cosmic_dagster.ptycho.simulate import SimulationSpec
 
 SUCCESS = 0.15
@@ -135,11 +137,14 @@ class Outcome:
     recon_s: float
 
 
-def run_case(case: Case) -> Outcome:
+def run_case(case: Case, engine: str = "epie") -> Outcome:
     with tempfile.TemporaryDirectory() as tmp:
         scan = cxi.load_scan(simulate.write_scan(Path(tmp) / "scan.cxi", case.spec))
     fixed = -effective_defocus_m(case.spec) if case.wrong_defocus else None
-    recon = epie.reconstruct(scan, probe_defocus_m=fixed)
+    if engine == "batched":  # one thread per worker process: the pool already fills the cores
+        recon = batched.reconstruct(scan, probe_defocus_m=fixed, backend=backends.cpu_backend(1))
+    else:
+        recon = epie.reconstruct(scan, probe_defocus_m=fixed)
     assessment = quality.assess(
         scan, recon.object, recon.probe, recon.positions_px, recon.fourier_error, recon.illumination
     )
@@ -216,6 +221,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--wrong-defocus", type=int, default=24, help="cases rerun with the wrong sign")
+    parser.add_argument("--engine", choices=["epie", "batched"], default="epie", help="batched: on the CPU")
     parser.add_argument("--verbose", action="store_true", help="one line per case")
     parser.add_argument("--json", type=Path, help="write every case's signals here (for calibration)")
     args = parser.parse_args()
@@ -223,7 +229,7 @@ def main() -> None:
     adversarial = [Case(c.index, c.spec, c.overlap, c.ill_posed, True) for c in drawn[: args.wrong_defocus]]
     start = time.perf_counter()
     with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
-        outcomes = pool.map(run_case, drawn + adversarial, chunksize=1)
+        outcomes = pool.map(functools.partial(run_case, engine=args.engine), drawn + adversarial, chunksize=1)
     wall = time.perf_counter() - start
     normal, wrong = outcomes[: len(drawn)], outcomes[len(drawn) :]
     if args.json is not None:
@@ -278,7 +284,7 @@ def main() -> None:
         f"false_pass={int(total['false_pass'])} false_fail={total['false_fail']:.3f} ill_posed={len(ill)} "
         f"wrong_defocus_runs={len(wrong)} "
         f"wrong_defocus_passed={wrong_pass} focus_cost_median={statistics.median(ratio):.2f} "
-        f"wall_s={wall:.0f}"
+        f"wall_s={wall:.0f} engine={args.engine}"
     )
 
 
