@@ -127,9 +127,14 @@ def assess(
     if not finite:
         signals = Signals(list(fourier_error), finite=False)
     else:
+        coverage, dose = verdict.coverage_and_dose(
+            scan.frames, probe, positions_px, scan.object_shape, scan.bad_pixels
+        )
         signals = Signals(
             list(fourier_error),
             finite=True,
+            coverage=coverage,
+            dose=dose,
             fit=verdict.model_fit(scan.frames, obj, probe, positions_px, scan.bad_pixels, read_noise),
             amplitude_spread=verdict.amplitude_spread(obj, lit_mask(illumination)),
             probe_coherence=verdict.probe_coherence(probe, scan.object_pixel_size_m[::-1], scan.wavelength_m),

@@ -36,19 +36,23 @@ class Verdict:
 class Limits:
     """Thresholds of :func:`judge` (calibrated on ``benchmarks/recon_robustness.py``)."""
 
-    min_error_to_floor: float = 0.85
+    min_error_to_floor: float = 0.5
     """Below this the model fits the photon noise itself: too few photons to constrain it."""
-    max_error_to_floor: float = 1.5
+    max_error_to_floor: float = 1.2
     """The final model's Fourier error may be at most this many times the noise floor ..."""
-    model_tolerance: float = 2e-3
+    model_tolerance: float = 0.01
     """... plus this much (a model without background or detector artefacts is never exact)."""
-    min_probe_coherence: float = 0.9
+    min_probe_coherence: float = 0.98
     """The probe's far-field phase must be that of a defocused zone-plate beam (flat up to a
     defocus) to this degree: |Σ I e^{iφ}| / ΣI over the pupil, 1 for an ideal beam."""
     max_rise: float = 1.5
     """The final Fourier error may be at most this many times the best of the history."""
     intensity_balance: tuple[float, float] = (0.8, 1.25)
     """Model counts / measured counts (over usable pixels) must lie in this range."""
+    min_coverage: float = 2.0
+    """Frames covering each scanned pixel, on average (neighbouring positions must overlap)."""
+    min_dose: float = 100.0
+    """Photons per scanned object pixel, in total."""
     max_amplitude_spread: float = 8.0
     """99.9th percentile over median of the object's amplitude in the lit region (a transmission
     has no hot spots; a diverging or noise-fitting reconstruction does)."""
@@ -83,6 +87,8 @@ class Signals:
     fit: Fit | None = None
     amplitude_spread: float | None = None
     probe_coherence: float | None = None
+    coverage: float | None = None
+    dose: float | None = None
 
     def to_summary(self) -> dict[str, object]:
         """The figures an operator sees next to the verdict (JSON-able)."""
@@ -91,8 +97,9 @@ class Signals:
             out.update(asdict(self.fit), error_to_noise_floor=self.fit.error_to_floor)
         if self.amplitude_spread is not None:
             out["amplitude_spread"] = self.amplitude_spread
-        if self.probe_coherence is not None:
-            out["probe_coherence"] = self.probe_coherence
+        for name in ("probe_coherence", "coverage", "dose"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
         return out
 
 
@@ -206,6 +213,29 @@ def probe_coherence(
     return max(coherence(z) for z in np.linspace(best - step, best + step, 9))
 
 
+def coverage_and_dose(
+    frames: np.ndarray,
+    probe: np.ndarray,
+    positions_px: np.ndarray,
+    object_shape: tuple[int, int],
+    bad_pixels: np.ndarray | None = None,
+) -> tuple[float, float]:
+    """How many frames cover each scanned object pixel on average (the beam being where the
+    blurred probe intensity exceeds 10 % of its peak), and the photons per scanned pixel."""
+    beam = _blurred_intensity(probe)
+    footprint = beam > 0.1 * beam.max()
+    h, w = probe.shape
+    count = np.zeros(object_shape, np.int32)
+    for y, x in np.rint(np.asarray(positions_px)).astype(np.int64).tolist():
+        count[y : y + h, x : x + w] += footprint
+    scanned = int(np.count_nonzero(count))
+    if scanned == 0:
+        return 0.0, 0.0
+    good = slice(None) if bad_pixels is None else ~bad_pixels
+    photons = sum(float(np.sum(np.maximum(frame[good], 0), dtype=np.float64)) for frame in frames)
+    return float(count.sum()) / scanned, photons / scanned
+
+
 def _blurred_intensity(field: np.ndarray, sigma_px: float = 2.0) -> np.ndarray:
     ky = np.fft.fftfreq(field.shape[0])[:, None]
     kx = np.fft.fftfreq(field.shape[1])[None, :]
@@ -269,6 +299,20 @@ def judge(signals: Signals, limits: Limits = LIMITS) -> Verdict:
                 f"(allowed {low:g}..{high:g}): probe or object scale is off",
                 "intensity_balance",
             )
+    if signals.coverage is not None and not signals.coverage >= limits.min_coverage:
+        return Verdict(
+            False,
+            f"too little overlap between scan positions: each point was seen by {signals.coverage:.1f} "
+            f"frames on average (at least {limits.min_coverage:g} needed); the image is not determined",
+            "coverage",
+        )
+    if signals.dose is not None and not signals.dose >= limits.min_dose:
+        return Verdict(
+            False,
+            f"too few photons for a reliable image: {signals.dose:.0f} per object pixel "
+            f"(at least {limits.min_dose:g})",
+            "dose",
+        )
     coherence = signals.probe_coherence
     if coherence is not None and not coherence >= limits.min_probe_coherence:
         return Verdict(

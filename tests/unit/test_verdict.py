@@ -56,7 +56,9 @@ def test_a_model_of_the_opposite_fft_convention_is_scored_mirrored() -> None:
         (Signals([0.1, 0.01, 0.05], finite=True), "divergence", "diverged: final Fourier error"),
         (Signals([0.1], finite=True), "iterations", "too few"),
         (Signals([1, 0.01], True, Fit(0.2, 0.01, 1.0)), "error_to_noise_floor", "20.0x what photon noise"),
-        (Signals([1, 0.01], True, Fit(0.005, 0.01, 1.0)), "error_to_noise_floor", "fitting the noise"),
+        (Signals([1, 0.01], True, Fit(0.003, 0.01, 1.0)), "error_to_noise_floor", "fitting the noise"),
+        (Signals([1, 0.01], True, Fit(0.012, 0.01, 1.0), coverage=1.4), "coverage", "too little overlap"),
+        (Signals([1, 0.01], True, Fit(0.012, 0.01, 1.0), dose=20.0), "dose", "too few photons"),
         (Signals([1, 0.01], True, Fit(0.012, 0.01, 3.0)), "intensity_balance", "3.00x the measured photons"),
         (
             Signals([1, 0.01], True, Fit(0.012, 0.01, 1.0), probe_coherence=0.5),
@@ -93,6 +95,18 @@ def test_read_noise_is_estimated_from_negative_counts() -> None:
     frames = rng.poisson(0.05, (8, 64, 64)) + rng.normal(0, 0.3, (8, 64, 64))
     assert verdict.read_noise_estimate(frames) == pytest.approx(0.3, rel=0.1)
     assert verdict.read_noise_estimate(rng.poisson(1.0, (8, 64, 64)).astype(float)) == 0.0
+
+
+def test_coverage_and_dose_follow_the_scan_geometry() -> None:
+    probe = np.zeros((16, 16), np.complex64)
+    probe[4:12, 4:12] = 1
+    frames = np.full((4, 16, 16), 2.0, np.float32)
+    dense = np.array([(0, 0), (0, 2), (2, 0), (2, 2)])
+    sparse = np.array([(0, 0), (0, 16), (16, 0), (16, 16)])
+    dense_cover, dense_dose = verdict.coverage_and_dose(frames, probe, dense, (40, 40))
+    sparse_cover, sparse_dose = verdict.coverage_and_dose(frames, probe, sparse, (40, 40))
+    assert dense_cover > 2 > sparse_cover and sparse_cover == pytest.approx(1.0)
+    assert dense_dose > sparse_dose > 0
 
 
 def test_a_good_fit_passes_even_if_the_error_fell_little() -> None:
