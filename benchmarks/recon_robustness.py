@@ -1,6 +1,7 @@
 """Robustness of the default reconstruction on scans as varied as real COSMIC files.
 
-    .venv/bin/python benchmarks/recon_robustness.py [--cases 120] [--workers 2] [--seed 0]
+    .venv/bin/python benchmarks/recon_robustness.py [--cases 120] [--workers 2] [--seed 0] \
+        [--engine epie|batched]
 
 Each case is a seeded simulation drawn over the matrix of issue 11 (defocus sign and magnitude,
 energy, frame size, dose, jitter, bad pixels, dark frames, background, 2/3 translation columns,
