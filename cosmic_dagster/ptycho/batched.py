@@ -136,12 +136,19 @@ def _reconstruct(
     streamed = budget is not None and amplitudes.nbytes + _workspace_bytes(batch, h, w, scan.object_shape) > (
         _MEMORY_HEADROOM * budget
     )
+    resident = None
+    if not streamed:
+        try:
+            resident = be.to_device(amplitudes)
+        except MemoryError:  # CuPy's OutOfMemoryError: the estimate was optimistic; stream instead
+            streamed = True
+            be.release_cached()
     state = _State(
         be,
         obj=be.xp.ones(scan.object_shape, np.complex64),
         probe=be.to_device(epie.initial_probe(scan, defocus)),
         positions=positions,
-        amplitudes=amplitudes if streamed else be.to_device(amplitudes),
+        amplitudes=amplitudes if resident is None else resident,
         streamed=streamed,
         good=None if good is None else be.to_device(good),
     )

@@ -67,6 +67,11 @@ class Backend:
         """Device memory this process holds now (0 on the CPU)."""
         return 0 if self.memory is None else int(self.memory.total_bytes())
 
+    def release_cached(self) -> None:
+        """Give the memory pool's unused blocks back to the device (after a failed allocation)."""
+        if self.memory is not None:
+            self.memory.free_all_blocks()
+
     def synchronize(self) -> None:
         if self.device == "gpu":
             self.xp.cuda.Stream.null.synchronize()

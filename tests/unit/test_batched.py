@@ -4,6 +4,7 @@ without CuPy, and a same-seed CPU/GPU comparison where a GPU is present."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import subprocess
 import sys
@@ -81,6 +82,23 @@ def test_a_scan_over_the_memory_budget_streams_with_the_same_result(
     assert recon.params["streamed"]
     np.testing.assert_array_equal(recon.object, reference.object)
     assert recon.fourier_error == reference.fourier_error
+
+
+def test_an_upload_that_runs_out_of_memory_streams_instead(
+    tiny: cxi.ScanData, reference: epie.Reconstruction
+) -> None:
+    class SmallDevice(backends.Backend):
+        """numpy, but the "device" refuses arrays over half the frames' size, as a full GPU does."""
+
+        def to_device(self, host: np.ndarray) -> np.ndarray:
+            if host.nbytes > tiny.frames.nbytes // 2:
+                raise MemoryError(f"out of memory allocating {host.nbytes} bytes")
+            return super().to_device(host)
+
+    cpu = backends.cpu_backend(1)
+    recon = _run(tiny, SmallDevice(**{f.name: getattr(cpu, f.name) for f in dataclasses.fields(cpu)}))
+    assert recon.params["streamed"]
+    np.testing.assert_array_equal(recon.object, reference.object)
 
 
 def test_the_batch_order_follows_the_seed(tiny: cxi.ScanData, reference: epie.Reconstruction) -> None:
