@@ -39,7 +39,8 @@ MAX_DEFAULT_BATCH = 512
 #: rPIE-style regularisation of the summed-weight denominators (0: pure average, 1: ePIE's maximum).
 DEFAULT_OBJECT_REGULARISATION = 0.1
 DEFAULT_PROBE_REGULARISATION = 0.1
-#: Device memory kept free for transforms and workspaces beyond the estimate, as a fraction.
+#: Fraction of the device's free memory the resident frames and one batch's workspace may take
+#: (the rest is for cuFFT plans and temporaries).
 _MEMORY_HEADROOM = 0.8
 _TINY = np.float32(1e-12)
 
@@ -374,7 +375,14 @@ def _normalised(xp: Any, numerator: Any, weight: Any, regularisation: float, ste
 
 
 def _corrections(state: _State, frames: np.ndarray, partial: _Partial, refine: bool) -> None:
-    """Sum the corrections of ``frames`` into ``partial`` (zeroed first), a group of frames at a time."""
+    """Sum the corrections of ``frames`` into ``partial`` (zeroed first), a group of frames at a time.
+
+    numpy's error state is per thread: divergence shows in the error history, not as warnings."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        _sum_corrections(state, frames, partial, refine)
+
+
+def _sum_corrections(state: _State, frames: np.ndarray, partial: _Partial, refine: bool) -> None:
     be, xp = state.be, state.be.xp
     for array in (partial.num_obj, partial.den_obj, partial.num_probe, partial.den_probe):
         array.fill(0)

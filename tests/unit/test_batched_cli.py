@@ -76,6 +76,18 @@ def test_cli_writes_the_same_outputs_as_epie(tiny_path: Path, tmp_path: Path) ->
         assert json.loads(f.attrs["parameters"])["device"] == "cpu"
 
 
+def test_cli_a_diverged_run_writes_its_outputs_and_fails_the_verdict(tiny_path: Path, tmp_path: Path) -> None:
+    summary_path = tmp_path / "s.json"
+    done = _cli(
+        tiny_path, tmp_path / "out.h5", "--iterations", "10", "--alpha", "30", "--device", "cpu",
+        "--workers", "2", "--summary", summary_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr  # the job ran; the verdict tells the pipeline it failed
+    assert done.stderr == ""  # no RuntimeWarning from the worker threads
+    summary = outputs.read_summary(summary_path.read_text())
+    assert summary["verdict_ok"] is False and "NOT OK" in done.stdout
+
+
 def test_cli_exit_codes(tiny_path: Path, tmp_path: Path) -> None:
     bad = simulate.write_defect(tmp_path / NAME, "truncated")
     done = _cli(bad, tmp_path / "out.h5", "--device", "cpu", "--summary", tmp_path / "s.json")
