@@ -259,8 +259,11 @@ class _State:
         h, w = self.probe.shape
         self.partials = [self.new_partial() for _ in range(self.be.workers)]
         self.object_intensity: Any = None
-        self.device_positions = xp.asarray(self.positions[:, 0] * self.obj.shape[1] + self.positions[:, 1])
-        self.offsets = (xp.arange(h)[:, None] * self.obj.shape[1] + xp.arange(w)[None, :]).astype(np.int64)
+        # int32 halves the index traffic of a GPU batch; complex targets are scattered as 2 floats
+        dtype = np.int32 if 2 * self.obj.size < 2**31 else np.int64
+        corners = self.positions[:, 0] * self.obj.shape[1] + self.positions[:, 1]
+        self.device_positions = xp.asarray(corners.astype(dtype))
+        self.offsets = (xp.arange(h)[:, None] * self.obj.shape[1] + xp.arange(w)[None, :]).astype(dtype)
 
     def new_partial(self) -> _Partial:
         xp = self.be.xp
@@ -275,12 +278,14 @@ class _State:
         """Flat object indices of the patches of ``frames``: (n, h, w)."""
         return self.device_positions[self.be.xp.asarray(frames)][:, None, None] + self.offsets
 
-    def gather(self, frames: np.ndarray, out: Any) -> Any:
+    def gather(self, frames: np.ndarray, out: Any, index: Any = None) -> Any:
         """The object patches of ``frames``, copied into ``out`` (one frame on the CPU: a view;
         read-only either way)."""
         h, w = self.probe.shape
         if self.be.indexed:
-            return self.be.xp.take(self.obj.ravel(), self.indices(frames), out=out)
+            return self.be.xp.take(
+                self.obj.ravel(), self.indices(frames) if index is None else index, out=out
+            )
         if len(frames) == 1:
             y, x = self.positions[frames[0]].tolist()
             return self.obj[None, y : y + h, x : x + w]
@@ -288,11 +293,11 @@ class _State:
             out[i] = self.obj[y : y + h, x : x + w]
         return out
 
-    def scatter(self, target: Any, frames: np.ndarray, values: Any) -> None:
+    def scatter(self, target: Any, frames: np.ndarray, values: Any, index: Any = None) -> None:
         """``target[patch of frame k] += values[k]`` (``values`` may broadcast over frames)."""
         h, w = self.probe.shape
         if self.be.indexed:
-            index = self.indices(frames)
+            index = self.indices(frames) if index is None else index
             if target.dtype != np.complex64:
                 self.be.add_at(target.ravel(), index, self.be.xp.broadcast_to(values, index.shape))
                 return
@@ -306,11 +311,12 @@ class _State:
         for i, (y, x) in enumerate(self.positions[frames].tolist()):
             target[y : y + h, x : x + w] += values if single else values[i]
 
-    def add_patch_sum(self, target: Any, source: Any, frames: np.ndarray) -> None:
+    def add_patch_sum(self, target: Any, source: Any, frames: np.ndarray, index: Any = None) -> None:
         """``target += Σ_k source[patch of frame k]`` (``target`` probe-sized)."""
         h, w = self.probe.shape
         if self.be.indexed:
-            target += self.be.xp.take(source.ravel(), self.indices(frames)).sum(axis=0)
+            index = self.indices(frames) if index is None else index
+            target += self.be.xp.take(source.ravel(), index).sum(axis=0)
             return
         for y, x in self.positions[frames].tolist():
             target += source[y : y + h, x : x + w]
@@ -395,7 +401,8 @@ def _sum_corrections(state: _State, frames: np.ndarray, partial: _Partial, refin
     for first in range(0, len(frames), group):
         part = frames[first : first + group]
         n = len(part)
-        patches, exit_wave, ratio = state.gather(part, ws.patches[:n]), ws.exit_wave[:n], ws.ratio[:n]
+        index = state.indices(part) if be.indexed else None  # once per group, for every gather/scatter
+        patches, exit_wave, ratio = state.gather(part, ws.patches[:n], index), ws.exit_wave[:n], ws.ratio[:n]
         xp.multiply(patches, probe, out=exit_wave)
         spectrum = be.fft2(exit_wave)
         xp.abs(spectrum, out=ratio)
@@ -413,9 +420,9 @@ def _sum_corrections(state: _State, frames: np.ndarray, partial: _Partial, refin
             xp.conj(patches, out=scratch)
             scratch *= delta
             partial.num_probe += scratch[0] if n == 1 else scratch.sum(axis=0)
-            state.add_patch_sum(partial.den_probe, state.object_intensity, part)
+            state.add_patch_sum(partial.den_probe, state.object_intensity, part, index)
         delta *= probe_conj
-        state.scatter(partial.num_obj, part, delta)
+        state.scatter(partial.num_obj, part, delta, index)
     state.add_illumination(partial.den_obj, frames)
 
 
