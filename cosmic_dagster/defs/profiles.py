@@ -59,7 +59,8 @@ def _site_fields(site: SiteSettings) -> dict[str, Any]:
         python=site.python,
         setup=site.setup,
         gpu_setup=site.gpu_setup,
-        slurm=asdict(site.slurm),
+        # Dagster config maps hold no nulls: an option left out is the directive's default (None).
+        slurm={k: v for k, v in asdict(site.slurm).items() if v is not None},
     )
 
 

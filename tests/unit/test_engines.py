@@ -61,3 +61,15 @@ def test_site_slurm_settings_have_one_definition(tmp_path) -> None:
         SiteSettings.from_env(settings, {**env, "COSMIC_SLURM_GPUS": "1"})
     with pytest.raises(ConfigError, match=r"COSMIC_SLURM_\*: .*HH:MM:SS"):
         SiteSettings.from_env(settings, {**env, "COSMIC_SLURM_TIME": "4h"})
+
+
+def test_profile_passes_the_site_slurm_settings_to_the_compute_resource(tmp_path, monkeypatch) -> None:
+    """Dagster config maps cannot hold nulls: unset options are left out, not passed as None."""
+    from cosmic_dagster.defs.profiles import resources_for
+
+    monkeypatch.setenv("COSMIC_NERSC_RECON_ROOT", "/pscratch/recon")
+    monkeypatch.setenv("COSMIC_TRANSFER", "local")
+    settings = Settings.from_env({"COSMIC_PROFILE": "nersc", "COSMIC_DATA_ROOT": str(tmp_path)})
+    compute = resources_for(settings)["compute"]
+    assert None not in compute.slurm.values()
+    assert compute.directives() == SiteSettings.from_env(settings).slurm
