@@ -13,9 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from cosmic_dagster.compute.jobscript import JobScriptError, SlurmDirectives
 from cosmic_dagster.errors import CosmicError
 
 PROFILES = ("local", "nersc", "slurm")
+#: GPU jobs at NERSC: the CUDA 12 libraries CuPy's wheel needs (Perlmutter's module); a no-op
+#: where there is no ``module`` command.
+NERSC_GPU_SETUP = "if type module >/dev/null 2>&1; then module load cudatoolkit; fi"
 
 
 RECOMMENDED_GRACE_S = 30.0  # COSMIC_SENSOR_GRACE_S with a watcher
@@ -180,12 +184,9 @@ class SiteSettings:
     recon_root: str  # as the compute side sees it
     python: str
     setup: str
-    slurm_account: str | None
-    slurm_qos: str | None
-    slurm_constraint: str | None
-    slurm_gpus: int
-    slurm_time: str
-    slurm_partition: str | None
+    gpu_setup: str
+    """Shell lines GPU jobs run before the engine (COSMIC_GPU_JOB_SETUP; NERSC: load CUDA for CuPy)."""
+    slurm: SlurmDirectives
     poll_interval_s: float
 
     @classmethod
@@ -215,11 +216,33 @@ class SiteSettings:
             recon_root=recon_root,
             python=env.get("COSMIC_JOB_PYTHON") or ("python3" if nersc else sys.executable),
             setup=env.get("COSMIC_JOB_SETUP", ""),
-            slurm_account=_optional(env, "COSMIC_SLURM_ACCOUNT", "als_g" if nersc else None),
-            slurm_qos=_optional(env, "COSMIC_SLURM_QOS", "regular" if nersc else None),
-            slurm_constraint=_optional(env, "COSMIC_SLURM_CONSTRAINT", "gpu" if nersc else None),
-            slurm_gpus=int(_number(env, "COSMIC_SLURM_GPUS", 1 if nersc else 0, 0)),
-            slurm_time=env.get("COSMIC_SLURM_TIME") or ("04:00:00" if nersc else "00:30:00"),
-            slurm_partition=_optional(env, "COSMIC_SLURM_PARTITION", None),
+            gpu_setup=env.get("COSMIC_GPU_JOB_SETUP", NERSC_GPU_SETUP if nersc else ""),
+            slurm=_slurm(env, nersc),
             poll_interval_s=_number(env, "COSMIC_POLL_INTERVAL_S", 10.0 if nersc else 2.0, 0.1),
         )
+
+
+#: Settings that moved: the engine now says what its jobs use (cores, GPUs).
+_MOVED = {
+    "COSMIC_SLURM_GPUS": "the engine requests the GPUs it uses",
+    "COSMIC_SLURM_CONSTRAINT": "use COSMIC_SLURM_CPU_CONSTRAINT / COSMIC_SLURM_GPU_CONSTRAINT (the node "
+    "features for CPU-only and GPU jobs)",
+}
+
+
+def _slurm(env: Mapping[str, str], nersc: bool) -> SlurmDirectives:
+    """The site's Slurm settings (Perlmutter's at NERSC); ``none`` removes a default."""
+    moved = [f"{name} is no longer read: {why}" for name, why in _MOVED.items() if env.get(name)]
+    if moved:
+        raise ConfigError("; ".join(moved))
+    try:
+        return SlurmDirectives(
+            account=_optional(env, "COSMIC_SLURM_ACCOUNT", "als_g" if nersc else None),
+            qos=_optional(env, "COSMIC_SLURM_QOS", "regular" if nersc else None),
+            partition=_optional(env, "COSMIC_SLURM_PARTITION", None),
+            time_limit=_optional(env, "COSMIC_SLURM_TIME", None),
+            cpu_constraint=_optional(env, "COSMIC_SLURM_CPU_CONSTRAINT", "cpu" if nersc else None),
+            gpu_constraint=_optional(env, "COSMIC_SLURM_GPU_CONSTRAINT", "gpu" if nersc else None),
+        )
+    except JobScriptError as exc:
+        raise ConfigError(f"COSMIC_SLURM_*: {exc}") from None

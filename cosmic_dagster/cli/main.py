@@ -16,6 +16,8 @@ from pathlib import Path
 
 from cosmic_dagster import names
 from cosmic_dagster.cli.dagster_api import DagsterApi, GraphQLError
+from cosmic_dagster.compute.batched_engine import DEVICES
+from cosmic_dagster.compute.engines import engine_names
 from cosmic_dagster.config import ConfigError, Settings
 from cosmic_dagster.domain.scans import relpath_under_root, scan_key
 from cosmic_dagster.errors import CosmicError
@@ -28,6 +30,8 @@ def _recon_config(args: argparse.Namespace) -> dict:
         "engine": args.engine,
         "iterations": args.iterations,
         "probe_refine_start": args.probe_refine_start,
+        "probe_defocus_um": args.probe_defocus_um,
+        "device": args.device,
         "force": args.force or None,
     }
     config = {k: v for k, v in fields.items() if v is not None}
@@ -291,9 +295,13 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     def with_recon(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--engine", choices=["epie", "ptychocam", "cdtools"])
+        p.add_argument("--engine", choices=engine_names())
         p.add_argument("--iterations", type=int)
         p.add_argument("--probe-refine-start", type=int)
+        p.add_argument(
+            "--probe-defocus-um", type=float, help="fix the probe defocus (default: the engine chooses it)"
+        )
+        p.add_argument("--device", choices=DEVICES, help="batched engine: where it runs")
         p.add_argument(
             "--force", action="store_true", help="new job even if one with these parameters completed"
         )

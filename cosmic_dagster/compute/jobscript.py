@@ -17,10 +17,11 @@ import json
 import math
 import re
 import shlex
-from dataclasses import asdict, dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field, fields
+from typing import ClassVar, Protocol, runtime_checkable
 
 from cosmic_dagster.errors import CosmicError
+from cosmic_dagster.ptycho import outputs
 
 DEFAULT_PTYCHOCAM_WRAPPER = (
     "/global/cfs/cdirs/als/data_mover/ptycho/cosmic_reconstruction_at_nersc/c_ptychocam/"
@@ -51,6 +52,10 @@ _TIME = re.compile(r"([0-9]{1,4}):([0-9]{2}):([0-9]{2})")
 _MEM = re.compile(r"[0-9]+[KMGT]?")
 _CONSTRAINT = re.compile(r"[A-Za-z0-9_.&|,:*\[\]-]+")
 _MAX_JOB_NAME = 200
+#: Upper bound of a GPU engine's job at NERSC (the limit jobs have always run under).
+_LONG_JOB = "04:00:00"
+#: Perlmutter GPU nodes: 64 cores for 4 GPUs.
+_CPUS_PER_GPU = 16
 
 
 class JobScriptError(CosmicError, ValueError):
@@ -77,6 +82,12 @@ def _check_number(owner: str, field: str, value: object, minimum: float | None =
         raise JobScriptError(f"{owner}.{field} must be >= {minimum}, got {value}")
 
 
+def _check_time(what: str, value: object) -> None:
+    match = _TIME.fullmatch(value) if isinstance(value, str) else None
+    if not match or int(match[2]) > 59 or int(match[3]) > 59 or not any(int(g) for g in match.groups()):
+        raise JobScriptError(f"{what} must be a non-zero HH:MM:SS, got {value!r}")
+
+
 def check_name(what: str, value: object) -> str:
     """A name (job, account, scan key...) restricted to ``[A-Za-z0-9_.-]``."""
     if not isinstance(value, str) or not _NAME.fullmatch(value):
@@ -99,35 +110,76 @@ def _q(what: str, path: str) -> str:
 
 
 # --- engine parameters ---------------------------------------------------------------------------
+#: Field metadata: a parameter added after job names were in use. It counts in the job name only
+#: when set to something other than its default, so existing jobs keep their names.
+ADDED_LATER = {"digest": "when_set"}
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one job of an engine uses: CPU cores, GPUs, and how long it may take at most."""
+
+    cpus: int
+    gpus: int
+    time_limit: str
+
+    def __post_init__(self) -> None:
+        _check_int("Resources", "cpus", self.cpus, 1)
+        _check_int("Resources", "gpus", self.gpus, 0)
+        _check_time("Resources.time_limit", self.time_limit)
+
+
+@runtime_checkable
+class EngineParams(Protocol):
+    """What every engine's parameter class provides (see :mod:`cosmic_dagster.compute.engines`)."""
+
+    engine: ClassVar[str]
+
+    def resources(self) -> Resources: ...
+
+    def command(self, *, input_path: str, workdir: str, python: str) -> str: ...
+
+
 @dataclass(frozen=True)
 class EpieParams:
-    """Our numpy ePIE engine (``python -m cosmic_dagster.ptycho.epie``)."""
+    """Our numpy ePIE engine (``python -m cosmic_dagster.ptycho.epie``): one CPU core, seconds.
+
+    ``probe_defocus_um`` None lets the engine choose the probe defocus from the data (auto-focus);
+    a number fixes it (signed, in the engine's convention, which is cdtools')."""
 
     engine: ClassVar[str] = "epie"
     iterations: int = 100
     probe_refine_start: int = 5
     seed: int = 0
+    probe_defocus_um: float | None = field(default=None, metadata=ADDED_LATER)
 
     def __post_init__(self) -> None:
         _check_int("EpieParams", "iterations", self.iterations, 1)
         _check_int("EpieParams", "probe_refine_start", self.probe_refine_start, 0)
         _check_int("EpieParams", "seed", self.seed, 0)
+        if self.probe_defocus_um is not None:
+            _check_number("EpieParams", "probe_defocus_um", self.probe_defocus_um)
+
+    def resources(self) -> Resources:
+        return Resources(cpus=1, gpus=0, time_limit="00:30:00")
 
     def command(self, *, input_path: str, workdir: str, python: str) -> str:
-        out = workdir.rstrip("/") or "/"
-        return " ".join(
-            [
-                _q("python", python),
-                "-m cosmic_dagster.ptycho.epie",
-                _q("input_path", input_path),
-                _q("workdir", f"{out}/reconstruction.h5"),
-                f"--iterations {self.iterations}",
-                f"--probe-refine-start {self.probe_refine_start}",
-                f"--seed {self.seed}",
-                f"--summary {_q('workdir', f'{out}/summary.json')}",
-                f"--preview {_q('workdir', f'{out}/preview.png')}",
-            ]
-        )
+        words = [
+            _q("python", python),
+            "-m cosmic_dagster.ptycho.epie",
+            _q("input_path", input_path),
+            _q("workdir", outputs.in_workdir(workdir, outputs.RECONSTRUCTION)),
+            f"--iterations {self.iterations}",
+            f"--probe-refine-start {self.probe_refine_start}",
+            f"--seed {self.seed}",
+        ]
+        if self.probe_defocus_um is not None:
+            words.append(f"--probe-defocus-um {self.probe_defocus_um!r}")
+        words += [
+            f"--summary {_q('workdir', outputs.in_workdir(workdir, outputs.SUMMARY))}",
+            f"--preview {_q('workdir', outputs.in_workdir(workdir, outputs.PREVIEW))}",
+        ]
+        return " ".join(words)
 
 
 @dataclass(frozen=True)
@@ -152,6 +204,9 @@ class PtychocamParams:
         _check_bool("PtychocamParams", "enforce_illumination_mask", self.enforce_illumination_mask)
         _check_int("PtychocamParams", "gpus", self.gpus, 1)
         check_path("PtychocamParams.wrapper", self.wrapper)
+
+    def resources(self) -> Resources:
+        return Resources(cpus=self.gpus * _CPUS_PER_GPU, gpus=self.gpus, time_limit=_LONG_JOB)
 
     def command(self, *, input_path: str, workdir: str, python: str) -> str:
         words = [_q("PtychocamParams.wrapper", self.wrapper), f"-i {self.iterations}"]
@@ -202,6 +257,9 @@ class CdtoolsParams:
             _check_number(owner, "probe_support_radius", self.probe_support_radius, 0)
         check_path(f"{owner}.wrapper", self.wrapper)
 
+    def resources(self) -> Resources:
+        return Resources(cpus=_CPUS_PER_GPU, gpus=1, time_limit=_LONG_JOB)
+
     def positional_values(self) -> list[str]:
         """The 12 values as the wrapper receives them (Python literals: ``False``, ``None``, ``5e-05``)."""
         values = [
@@ -230,65 +288,56 @@ class CdtoolsParams:
         )
 
 
-EngineParams = EpieParams | PtychocamParams | CdtoolsParams
-
-
 # --- Slurm directives ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SlurmDirectives:
-    """The ``#SBATCH`` options of a job; None (or 0 GPUs) leaves an option out.
+    """The site's ``#SBATCH`` options (the one definition of the Slurm settings); None leaves one out.
 
+    What a job uses (cores, GPUs, node kind, default time limit) comes from its engine's
+    :class:`Resources`: ``cpu_constraint``/``gpu_constraint`` name the site's node features for a
+    CPU-only or a GPU job (Perlmutter: ``cpu``/``gpu``), and ``time_limit`` overrides the engine's.
     Job name, output and error file are not here: :func:`render_script` derives them."""
 
-    account: str | None
-    qos: str | None
-    constraint: str | None
-    gpus: int
-    nodes: int = 1
-    time_limit: str = "04:00:00"
+    account: str | None = None
+    qos: str | None = None
     partition: str | None = None
-    cpus_per_task: int | None = None
+    time_limit: str | None = None
+    cpu_constraint: str | None = None
+    gpu_constraint: str | None = None
     mem: str | None = None
+    nodes: int = 1
 
     def __post_init__(self) -> None:
         if self.account is not None:
             check_name("SlurmDirectives.account", self.account)
         if self.qos is not None and self.qos not in KNOWN_QOS:
             raise JobScriptError(f"unknown QoS {self.qos!r}; known: {', '.join(sorted(KNOWN_QOS))}")
-        if self.constraint is not None and not (
-            isinstance(self.constraint, str) and _CONSTRAINT.fullmatch(self.constraint)
-        ):
-            raise JobScriptError(
-                f"SlurmDirectives.constraint is not a feature expression: {self.constraint!r}"
-            )
-        _check_int("SlurmDirectives", "gpus", self.gpus, 0)
+        for name in ("cpu_constraint", "gpu_constraint"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, str) and _CONSTRAINT.fullmatch(value)):
+                raise JobScriptError(f"SlurmDirectives.{name} is not a feature expression: {value!r}")
         _check_int("SlurmDirectives", "nodes", self.nodes, 1)
-        match = _TIME.fullmatch(self.time_limit) if isinstance(self.time_limit, str) else None
-        if not match or int(match[2]) > 59 or int(match[3]) > 59 or not any(int(g) for g in match.groups()):
-            raise JobScriptError(
-                f"SlurmDirectives.time_limit must be a non-zero HH:MM:SS, got {self.time_limit!r}"
-            )
+        if self.time_limit is not None:
+            _check_time("SlurmDirectives.time_limit", self.time_limit)
         if self.partition is not None:
             check_name("SlurmDirectives.partition", self.partition)
-        if self.cpus_per_task is not None:
-            _check_int("SlurmDirectives", "cpus_per_task", self.cpus_per_task, 1)
         if self.mem is not None and not (isinstance(self.mem, str) and _MEM.fullmatch(self.mem)):
             raise JobScriptError(f"SlurmDirectives.mem must look like 4000, 500M or 8G, got {self.mem!r}")
 
-    def lines(self, *, job_name: str, workdir: str) -> list[str]:
-        log = _q("workdir", f"{workdir.rstrip('/') or '/'}/{JOB_OUTPUT}")
+    def lines(self, *, job_name: str, workdir: str, needs: Resources) -> list[str]:
+        log = _q("workdir", outputs.in_workdir(workdir, JOB_OUTPUT))
         options: list[tuple[str, object]] = [
             ("job-name", check_name("job_name", job_name)),
             ("output", log),
             ("error", log),
             ("nodes", self.nodes),
-            ("time", self.time_limit),
+            ("time", self.time_limit or needs.time_limit),
             ("account", self.account),
             ("qos", self.qos),
-            ("constraint", self.constraint),
-            ("gpus", self.gpus or None),
+            ("constraint", self.gpu_constraint if needs.gpus else self.cpu_constraint),
+            ("gpus", needs.gpus or None),
             ("partition", self.partition),
-            ("cpus-per-task", self.cpus_per_task),
+            ("cpus-per-task", needs.cpus),
             ("mem", self.mem),
         ]
         return [f"#SBATCH --{key}={value}" for key, value in options if value is not None]
@@ -296,8 +345,15 @@ class SlurmDirectives:
 
 # --- names and rendering -------------------------------------------------------------------------
 def params_digest(params: EngineParams) -> str:
-    """8 hex digits that change with the engine or any parameter (same parameters, same digest)."""
-    payload = json.dumps({"engine": params.engine, **asdict(params)}, sort_keys=True)
+    """8 hex digits that change with the engine or any parameter (same parameters, same digest).
+
+    A parameter marked :data:`ADDED_LATER` counts only when it differs from its default."""
+    values = {
+        f.name: getattr(params, f.name)
+        for f in fields(params)  # type: ignore[arg-type]
+        if f.metadata != ADDED_LATER or getattr(params, f.name) != f.default
+    }
+    payload = json.dumps({"engine": params.engine, **values}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:8]
 
 
@@ -324,26 +380,29 @@ def render_script(
     slurm: SlurmDirectives | None,
     python: str = "python3",
     setup: str = "",
+    gpu_setup: str = "",
 ) -> str:
     """The complete job script: ``#SBATCH`` lines when ``slurm`` is given, then the engine command.
 
-    ``setup`` is inserted verbatim before the command (``module load ...``, ``source venv``)."""
-    if not isinstance(params, (EpieParams, PtychocamParams, CdtoolsParams)):
+    The directives request what the engine uses (:meth:`EngineParams.resources`).
+
+    ``setup`` is inserted verbatim before the command (``module load ...``, ``source venv``), then
+    ``gpu_setup`` if the engine uses a GPU (the CUDA libraries CuPy needs, e.g. at NERSC)."""
+    if not isinstance(params, EngineParams):
         raise JobScriptError(f"unknown engine parameters: {type(params).__name__}")
     check_name("job_name", job_name)
     check_path("workdir", workdir)
-    if slurm is not None and isinstance(params, PtychocamParams) and slurm.gpus < params.gpus:
-        raise JobScriptError(f"ptychocam runs on {params.gpus} GPUs but the job requests {slurm.gpus}")
     lines = ["#!/bin/bash"]
     if slurm is not None:
-        lines += slurm.lines(job_name=job_name, workdir=workdir)
+        lines += slurm.lines(job_name=job_name, workdir=workdir, needs=params.resources())
     lines += [
         f"# {params.engine} reconstruction {job_name}",
         "set -euo pipefail",
         f"mkdir -p {_q('workdir', workdir)}",
         f"cd {_q('workdir', workdir)}",
     ]
-    if setup.strip():
-        lines += setup.strip("\n").splitlines()
+    for text in (setup, gpu_setup if params.resources().gpus else ""):
+        if text.strip():
+            lines += text.strip("\n").splitlines()
     lines.append(params.command(input_path=input_path, workdir=workdir, python=python))
     return "\n".join(lines) + "\n"

@@ -17,7 +17,8 @@ import dagster as dg
 from pydantic import Field
 
 from cosmic_dagster import names
-from cosmic_dagster.compute.jobscript import CdtoolsParams, EpieParams, PtychocamParams
+from cosmic_dagster.compute.batched_engine import DEVICES
+from cosmic_dagster.compute.engines import DEFAULT_ENGINE, engine_names, params_from
 from cosmic_dagster.defs.checks import copy_check, reconstruction_check
 from cosmic_dagster.defs.partitions import scans
 from cosmic_dagster.defs.pools import pool_slot
@@ -33,16 +34,30 @@ RECON = dg.AssetKey(names.RECONSTRUCTION)
 class ReconstructionConfig(dg.Config):
     """Per-run reconstruction parameters (Launchpad / run config), defaults = routine processing."""
 
-    engine: Literal["epie", "ptychocam", "cdtools"] = Field(
-        default="epie",
-        description="reconstruction engine: epie (our numpy ePIE, every profile), ptychocam or "
-        "cdtools (NERSC wrappers; cdtools runs with its own defaults, none of the fields below)",
+    engine: Literal[engine_names()] = Field(  # type: ignore[valid-type]
+        default=DEFAULT_ENGINE,
+        description="reconstruction engine: epie (our numpy ePIE, every profile), batched (mini-batch "
+        "PIE, GPU where the job has one), ptychocam or cdtools (NERSC wrappers; cdtools runs with its "
+        "own defaults, none of the fields below)",
     )
-    iterations: int = Field(default=100, description="iterations to run [epie, ptychocam]")
+    iterations: int = Field(default=100, description="iterations to run [epie, batched, ptychocam]")
     probe_refine_start: int = Field(
-        default=5, description="iteration from which the probe is refined too [epie]"
+        default=5, description="iteration from which the probe is refined too [epie, batched]"
     )
-    seed: int = Field(default=0, description="random seed of the initial object and probe [epie]")
+    seed: int = Field(default=0, description="random seed of the initial object and probe [epie, batched]")
+    probe_defocus_um: float | None = Field(
+        default=None,
+        description="fix the probe defocus (µm, signed, cdtools' convention); unset: the engine "
+        "chooses it from the data (auto-focus) and records its choice [epie, batched]",
+    )
+    device: Literal[DEVICES] = Field(  # type: ignore[valid-type]
+        default="auto",
+        description="where the engine runs (auto: the job's GPU if it has one) [batched]",
+    )
+    batch_size: int | None = Field(
+        default=None,
+        description="frames per batch (unset: a quarter of the scan, at most 512) [batched]",
+    )
     illumination_refine_period: int = Field(
         default=0, description="refine the illumination every N iterations, 0 = never [ptychocam]"
     )
@@ -63,18 +78,8 @@ class ReconstructionConfig(dg.Config):
     )
 
     def params(self) -> Any:
-        if self.engine == "epie":
-            return EpieParams(
-                iterations=self.iterations, probe_refine_start=self.probe_refine_start, seed=self.seed
-            )
-        if self.engine == "ptychocam":
-            return PtychocamParams(
-                iterations=self.iterations,
-                illumination_refine_period=self.illumination_refine_period,
-                background_refine_period=self.background_refine_period,
-                enforce_illumination_mask=self.enforce_illumination_mask,
-            )
-        return CdtoolsParams()
+        """The chosen engine's parameters: the fields of this config that its class has."""
+        return params_from(self.engine, self.model_dump())
 
 
 SPECS = [
@@ -140,6 +145,7 @@ def scan_pipeline(
         preview_dir=state.preview_dir,
         python=compute.python,
         setup=compute.setup,
+        gpu_setup=compute.gpu_setup,
         remote_lister=arrivals.lister() if arrivals.remote() else None,
     )
     selected = context.selected_asset_keys
@@ -267,8 +273,22 @@ def _recon_metadata(result: Reconstruction, compute: ComputeResource) -> dict[st
         "fourier_error_drop": summary.get("fourier_error_drop"),
         "verdict": summary.get("verdict_reason", ""),
     }
+    figures = summary.get("quality") or {}
+    if figures.get("error_to_noise_floor") is not None:
+        meta["error_to_noise_floor"] = round(figures["error_to_noise_floor"], 3)
+        meta["noise_floor"] = figures.get("noise_floor")
+    focus = summary.get("probe_focus") or {}
+    if focus.get("probe_defocus_um") is not None:
+        meta["probe_defocus_um"] = round(focus["probe_defocus_um"], 2)
+        meta["probe_defocus_chosen_by"] = focus.get("chosen_by", "")
+        meta["probe_defocus_reason"] = focus.get("reason", "")
+        if focus.get("seconds") is not None:
+            meta["auto_focus_s"] = round(focus["seconds"], 2)
     if summary.get("object_error") is not None:
         meta["object_error"] = summary["object_error"]
+    if summary.get("device"):  # engines over ptycho/xp: where it ran, and its GPU memory peak
+        meta["device"] = summary["device"]
+        meta["peak_gpu_memory_mib"] = round((summary.get("peak_gpu_memory_bytes") or 0) / 2**20, 1)
     if job.queue_wait_s is not None:
         meta["queue_wait_s"] = round(job.queue_wait_s, 2)
     if job.run_s is not None:

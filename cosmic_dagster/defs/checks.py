@@ -67,6 +67,7 @@ def reconstruction_check(
         problems.append("engine reported non-finite values")
     if not summary.get("verdict_ok", False):
         problems.append(f"verdict: {summary.get('verdict_reason', 'not ok')}")
+    figures = summary.get("quality") or {}
     object_error = summary.get("object_error")
     if object_error is not None and not (math.isfinite(object_error) and object_error <= max_object_error):
         problems.append(f"object error {object_error:.3f} > {max_object_error}")
@@ -82,5 +83,7 @@ def reconstruction_check(
             "fourier_error_drop": summary.get("fourier_error_drop"),
             "object_error": object_error,
             "max_object_error": max_object_error,
+            "error_to_noise_floor": figures.get("error_to_noise_floor"),
+            "failed_signal": summary.get("verdict_signal") or None,
         },
     )

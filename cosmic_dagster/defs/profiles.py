@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from cosmic_dagster.config import Settings, SiteSettings
@@ -57,12 +58,9 @@ def _site_fields(site: SiteSettings) -> dict[str, Any]:
         recon_root=site.recon_root,
         python=site.python,
         setup=site.setup,
-        slurm_account=site.slurm_account,
-        slurm_qos=site.slurm_qos,
-        slurm_constraint=site.slurm_constraint,
-        slurm_gpus=site.slurm_gpus,
-        slurm_time=site.slurm_time,
-        slurm_partition=site.slurm_partition,
+        gpu_setup=site.gpu_setup,
+        # Dagster config maps hold no nulls: an option left out is the directive's default (None).
+        slurm={k: v for k, v in asdict(site.slurm).items() if v is not None},
     )
 
 

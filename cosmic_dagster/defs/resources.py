@@ -134,12 +134,9 @@ class ComputeResource(dg.ConfigurableResource):
     pool: str = "local-compute"
     python: str = sys.executable
     setup: str = ""
-    slurm_account: str | None = None
-    slurm_qos: str | None = None
-    slurm_constraint: str | None = None
-    slurm_gpus: int = 0
-    slurm_time: str = "00:30:00"
-    slurm_partition: str | None = None
+    gpu_setup: str = ""
+    # The fields of SlurmDirectives (its one definition), validated there when a job is rendered.
+    slurm: dict[str, Any] = {}
 
     def adapter(self, ledger: Ledger) -> Compute:
         raise NotImplementedError
@@ -151,14 +148,7 @@ class ComputeResource(dg.ConfigurableResource):
         return None
 
     def _directives(self) -> SlurmDirectives:
-        return SlurmDirectives(
-            account=self.slurm_account,
-            qos=self.slurm_qos,
-            constraint=self.slurm_constraint,
-            gpus=self.slurm_gpus,
-            time_limit=self.slurm_time,
-            partition=self.slurm_partition,
-        )
+        return SlurmDirectives(**self.slurm)
 
 
 class SlurmComputeResource(ComputeResource):

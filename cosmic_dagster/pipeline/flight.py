@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cosmic_dagster.compute.jobscript import SlurmDirectives
+from cosmic_dagster.compute.jobscript import Resources, SlurmDirectives
 from cosmic_dagster.compute.protocol import Compute, JobSpec
 from cosmic_dagster.transfer.protocol import Transfer, TransferItem
 
@@ -35,6 +35,10 @@ STEPS = (COLLECTIONS, CANARY_COPY, COMPUTE_STATUS, TRIVIAL_JOB)
 #: Where the canary lives under the beamline root (a name no scan pattern matches).
 CANARY_RELPATH = ".cosmic-flight/canary.bin"
 CANARY_BYTES = 4096
+
+
+# An echo: one core for a minute, on a CPU node.
+TRIVIAL_JOB_NEEDS = Resources(cpus=1, gpus=0, time_limit="00:01:00")
 
 
 class FlightStepError(RuntimeError):
@@ -151,7 +155,7 @@ class FlightCheck:
         workdir = f"{self.recon_root}/_flight/{stamp}"
         lines = ["#!/bin/bash"]
         if self.slurm is not None:
-            lines += self.slurm.lines(job_name=name, workdir=workdir)
+            lines += self.slurm.lines(job_name=name, workdir=workdir, needs=TRIVIAL_JOB_NEEDS)
         lines += ["set -eu", 'echo "cosmic flight check on $(hostname)"']
         spec = JobSpec(name=name, script="\n".join(lines) + "\n", workdir=workdir)
         outcome = self.compute.run_batch([spec])[name]

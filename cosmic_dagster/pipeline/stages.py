@@ -7,7 +7,6 @@ a stage can be rerun alone (e.g. only the reconstruction of one failed scan).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -24,6 +23,7 @@ from cosmic_dagster.domain.quarantine import Quarantine
 from cosmic_dagster.domain.scans import ScanPathError, relpath_for_key, resolve_under_root
 from cosmic_dagster.errors import CosmicError
 from cosmic_dagster.files import write_atomic
+from cosmic_dagster.ptycho import outputs
 from cosmic_dagster.ptycho.cxi import CxiError, read_summary
 from cosmic_dagster.transfer.protocol import BatchReport, Transfer, TransferItem
 
@@ -80,6 +80,7 @@ class ScanPipeline:
         preview_dir: str | Path,
         python: str = "python3",
         setup: str = "",
+        gpu_setup: str = "",
         remote_lister: Lister | None = None,
     ):
         self.beamline_root = Path(beamline_root)
@@ -90,6 +91,7 @@ class ScanPipeline:
         self.preview_dir = Path(preview_dir)
         self.python = python
         self.setup = setup
+        self.gpu_setup = gpu_setup
         self.remote_lister = remote_lister
 
     # --- raw_scan ----------------------------------------------------------------------------
@@ -186,6 +188,7 @@ class ScanPipeline:
             slurm=plan.slurm,
             python=self.python,
             setup=self.setup,
+            gpu_setup=self.gpu_setup,
         )
         # Jobs with the same engine parameters on input of about the same size (within a factor
         # of two) run about as long: the adapter learns how long, and polls around that time.
@@ -232,9 +235,13 @@ class ScanPipeline:
             message = f"reconstruction job {job.job_id} ended {job.state}"
             return StageError(f"{message}\n--- last lines of job.out ---\n{tail}" if tail else message)
         try:
-            summary = json.loads(self.compute.fetch(f"{spec.workdir}/summary.json"))
+            summary = outputs.read_summary(
+                self.compute.fetch(outputs.in_workdir(spec.workdir, outputs.SUMMARY))
+            )
         except Exception as exc:
-            return StageError(f"job {job.job_id} completed but its summary.json could not be read: {exc}")
+            return StageError(
+                f"job {job.job_id} completed but its {outputs.SUMMARY} could not be read: {exc}"
+            )
         preview = self._fetch_preview(key, spec)
         recon = Reconstruction(
             key=key,
@@ -242,7 +249,7 @@ class ScanPipeline:
             params=asdict(plan.params),
             job=job,
             workdir=spec.workdir,
-            output=summary.get("output") or f"{spec.workdir}/reconstruction.h5",
+            output=summary.get("output") or outputs.in_workdir(spec.workdir, outputs.RECONSTRUCTION),
             summary=summary,
             preview=preview,
         )
@@ -253,7 +260,7 @@ class ScanPipeline:
 
     def _fetch_preview(self, key: str, spec: JobSpec) -> str | None:
         try:
-            data = self.compute.fetch(f"{spec.workdir}/preview.png")
+            data = self.compute.fetch(outputs.in_workdir(spec.workdir, outputs.PREVIEW))
         except Exception:
             return None
         local = write_atomic(self.preview_dir / key / f"{Path(spec.workdir).name}.png", data)

@@ -3,12 +3,15 @@
 One command for every place a job can run (laptop, Slurm job, container)::
 
     python -m cosmic_dagster.ptycho.epie INPUT.cxi OUTPUT.h5 --iterations 100 \
-        [--probe-refine-start 5] [--seed 0] [--summary SUMMARY.json] [--preview PREVIEW.png]
+        [--probe-refine-start 5] [--seed 0] [--probe-defocus-um Z] [--summary summary.json] \
+        [--preview preview.png]
 
 Progress lines go to stdout (the job log); bad input ends with exit code 2 and one ``error:`` line
 on stderr. COSMIC stores a *focused* initial illumination (the inverse transform of the root mean
 pattern); it is propagated by the zone-plate defocus first, without which ePIE collapses onto a
-focused spot.
+focused spot. Unless ``--probe-defocus-um`` fixes it, the defocus is chosen from the data
+(:mod:`~cosmic_dagster.ptycho.focus`); the summary says what was chosen and why, and gives the
+ground-truth-free verdict (:mod:`~cosmic_dagster.ptycho.verdict`).
 """
 
 from __future__ import annotations
@@ -20,14 +23,14 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import h5py
 import numpy as np
 from scipy import fft
 
-from cosmic_dagster.ptycho import cxi, optics, quality
+from cosmic_dagster.ptycho import cxi, focus, optics, outputs, quality
 from cosmic_dagster.ptycho.preview import write_preview
 
 ENGINE = "epie"
@@ -49,6 +52,12 @@ class Reconstruction:
     positions_px: np.ndarray
     params: dict[str, float | int | str | None] = field(default_factory=dict)
     seconds: float = 0.0
+    """The reconstruction proper (without the auto-focus, whose time is in ``focus``)."""
+    focus: focus.Focus | None = None
+    device: str = "cpu"
+    """Where it ran: ``cpu`` or ``gpu`` (an engine over :mod:`~cosmic_dagster.ptycho.xp`)."""
+    peak_device_bytes: int = 0
+    """Most GPU memory held during the run (0 on the CPU)."""
 
 
 def reconstruct(
@@ -66,16 +75,43 @@ def reconstruct(
 
     ``alpha``/``beta`` are the object/probe step sizes (1 is the classic ePIE); the probe is
     refined from iteration ``probe_refine_start`` (0-based; ``>= iterations`` keeps it fixed).
-    ``probe_defocus_m`` is how far the stored probe guess is propagated (None: COSMIC's defocus
-    for the scan energy, 0: use it as stored). ``fourier_error[i]`` is Σ(|Ψ| - √I)² / ΣI over the
-    usable pixels of all frames during iteration ``i`` (before each update). Iteration stops early
-    once the error is not finite.
+    ``probe_defocus_m`` is how far the stored probe guess is propagated (None: chosen from the data
+    by :func:`~cosmic_dagster.ptycho.focus.auto_focus`, 0: use it as stored). ``fourier_error[i]``
+    is Σ(|Ψ| - √I)² / ΣI over the usable pixels of all frames during iteration ``i`` (before each
+    update). Iteration stops early once the error is not finite.
     """
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
     if not (alpha > 0 and beta > 0):
         raise ValueError(f"alpha and beta must be > 0, got {alpha} and {beta}")
-    defocus = optics.cosmic_probe_defocus_m(scan.energy_ev) if probe_defocus_m is None else probe_defocus_m
+    if probe_defocus_m is None:
+        chosen = focus.auto_focus(scan, _trial(alpha, beta, seed))
+    else:
+        chosen = focus.fixed(probe_defocus_m)
+    recon = _reconstruct(scan, iterations, probe_refine_start, alpha, beta, chosen.defocus_m, seed, progress)
+    return replace(recon, focus=chosen)
+
+
+def _trial(alpha: float, beta: float, seed: int) -> focus.Trial:
+    """A short ePIE run for the auto-focus: the probe refined from the second iteration."""
+
+    def run(patch: cxi.ScanData, defocus_m: float, iterations: int) -> tuple[np.ndarray, np.ndarray]:
+        recon = _reconstruct(patch, iterations, 1, alpha, beta, defocus_m, seed, None)
+        return recon.object, recon.probe
+
+    return run
+
+
+def _reconstruct(
+    scan: cxi.ScanData,
+    iterations: int,
+    probe_refine_start: int,
+    alpha: float,
+    beta: float,
+    defocus: float,
+    seed: int,
+    progress: Callable[[int, float], None] | None,
+) -> Reconstruction:
     frames = scan.frames
     h, w = frames.shape[1:]
     positions = np.rint(scan.positions_px).astype(np.int64)
@@ -134,6 +170,11 @@ def _fft_ordered_amplitudes(frames: np.ndarray) -> np.ndarray:
     np.sqrt(amplitudes, out=amplitudes)
     amplitudes *= np.float32(math.sqrt(h * w))
     return amplitudes
+
+
+def nominal_defocus_m(scan: cxi.ScanData) -> float:
+    """COSMIC's usual defocus at the scan energy (cdtools' sign): what auto-focus off assumes."""
+    return optics.cosmic_probe_defocus_m(scan.energy_ev)
 
 
 def initial_probe(scan: cxi.ScanData, defocus_m: float) -> np.ndarray:
@@ -215,7 +256,9 @@ def _illumination(probe: np.ndarray, positions: np.ndarray, shape: tuple[int, in
     return total
 
 
-def write_output(path: str | os.PathLike[str], recon: Reconstruction, *, source: str = "") -> Path:
+def write_output(
+    path: str | os.PathLike[str], recon: Reconstruction, *, source: str = "", engine: str = ENGINE
+) -> Path:
     """Write object, probe, error history, illumination and parameters atomically to an HDF5 file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -227,7 +270,7 @@ def write_output(path: str | os.PathLike[str], recon: Reconstruction, *, source:
             f["fourier_error"] = np.asarray(recon.fourier_error, np.float64)
             f["illumination"] = recon.illumination
             f["positions_px"] = recon.positions_px
-            f.attrs["engine"] = ENGINE
+            f.attrs["engine"] = engine
             f.attrs["iterations"] = len(recon.fourier_error)
             f.attrs["seconds"] = recon.seconds
             f.attrs["parameters"] = json.dumps(recon.params)
@@ -239,10 +282,22 @@ def write_output(path: str | os.PathLike[str], recon: Reconstruction, *, source:
     return path
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+#: How the CLI runs an engine on a loaded scan: (scan, parsed arguments, progress) -> result.
+#: Other engines (:mod:`~cosmic_dagster.ptycho.batched`) reuse this CLI with their own runner.
+EngineRun = Callable[[cxi.ScanData, argparse.Namespace, Callable[[int, float], None]], Reconstruction]
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    engine: str = ENGINE,
+    parser: argparse.ArgumentParser | None = None,
+    run: EngineRun | None = None,
+) -> int:
+    """The job command: same outputs, summary and exit codes for every engine that plugs in here."""
+    args = (parser or cli_parser()).parse_args(argv)
     try:
-        return _run(args)
+        return _run(args, engine, run or _run_epie)
     except cxi.CxiError as exc:
         print(f"error: bad input: {exc}", file=sys.stderr, flush=True)
         return _EXIT_BAD_INPUT
@@ -251,10 +306,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _EXIT_FAILED
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m cosmic_dagster.ptycho.epie", description="ePIE reconstruction of a COSMIC CXI scan."
-    )
+def cli_parser(
+    prog: str = "python -m cosmic_dagster.ptycho.epie",
+    description: str = "ePIE reconstruction of a COSMIC CXI scan.",
+) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("input", type=Path, help="scan file (.cxi)")
     parser.add_argument("output", type=Path, help="result file (.h5), written atomically")
     parser.add_argument("--iterations", type=_positive_int, default=DEFAULT_ITERATIONS)
@@ -263,7 +319,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--alpha", type=float, default=1.0, help="object step size")
     parser.add_argument("--beta", type=float, default=1.0, help="probe step size")
     parser.add_argument(
-        "--probe-defocus-um", type=float, default=None, help="propagate the probe guess (default: COSMIC's)"
+        "--probe-defocus-um",
+        type=float,
+        default=None,
+        help="propagate the probe guess by this much (signed, cdtools' convention); "
+        "default: chosen from the data (auto-focus)",
     )
     parser.add_argument("--summary", type=Path, help="write a JSON summary here (atomically)")
     parser.add_argument("--preview", type=Path, help="write a PNG preview here")
@@ -284,11 +344,26 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run_epie(
+    scan: cxi.ScanData, args: argparse.Namespace, progress: Callable[[int, float], None]
+) -> Reconstruction:
+    return reconstruct(
+        scan,
+        args.iterations,
+        probe_refine_start=args.probe_refine_start,
+        alpha=args.alpha,
+        beta=args.beta,
+        probe_defocus_m=None if args.probe_defocus_um is None else args.probe_defocus_um * 1e-6,
+        seed=args.seed,
+        progress=progress,
+    )
+
+
+def _run(args: argparse.Namespace, engine: str, run: EngineRun) -> int:
     scan = cxi.load_scan(args.input)
     s = scan.summary
     print(
-        f"{ENGINE}: {Path(args.input).name}: {s.n_frames} frames of {s.frame_shape[0]}x{s.frame_shape[1]}, "
+        f"{engine}: {Path(args.input).name}: {s.n_frames} frames of {s.frame_shape[0]}x{s.frame_shape[1]}, "
         f"{s.energy_ev:.1f} eV, object {scan.object_shape[0]}x{scan.object_shape[1]} px, "
         f"{args.iterations} iterations",
         flush=True,
@@ -298,37 +373,29 @@ def _run(args: argparse.Namespace) -> int:
     def report(iteration: int, error: float) -> None:
         done = iteration + 1
         if done % every == 0 or done == args.iterations or not math.isfinite(error):
-            print(f"{ENGINE}: iteration {done}/{args.iterations} fourier_error {error:.5g}", flush=True)
+            print(f"{engine}: iteration {done}/{args.iterations} fourier_error {error:.5g}", flush=True)
 
-    defocus = None if args.probe_defocus_um is None else args.probe_defocus_um * 1e-6
-    recon = reconstruct(
-        scan,
-        args.iterations,
-        probe_refine_start=args.probe_refine_start,
-        alpha=args.alpha,
-        beta=args.beta,
-        probe_defocus_m=defocus,
-        seed=args.seed,
-        progress=report,
+    recon = run(scan, args, report)
+    assert recon.focus is not None
+    print(f"{engine}: probe defocus {recon.focus.reason} ({recon.focus.seconds:.2f} s)", flush=True)
+    output = write_output(args.output, recon, source=str(args.input), engine=engine)
+    assessment = quality.assess(
+        scan, recon.object, recon.probe, recon.positions_px, recon.fourier_error, recon.illumination
     )
-    output = write_output(args.output, recon, source=str(args.input))
-    finite = bool(np.isfinite(recon.object).all() and np.isfinite(recon.probe).all())
+    judged = assessment.verdict
     error = None
-    if scan.ground_truth is not None and finite:
+    if scan.ground_truth is not None and assessment.signals.finite:
         error = quality.object_error(recon.object, scan.ground_truth, illumination=recon.illumination)
-    judged = quality.verdict(recon.fourier_error)
-    if not finite:
-        judged = quality.Verdict(False, "the reconstructed object or probe contains NaN or infinity")
     preview = None
     if args.preview is not None:
         preview = write_preview(
             preview_region(recon),
             args.preview,
-            title=f"{Path(args.input).stem} ({ENGINE}, {len(recon.fourier_error)} it)",
+            title=f"{Path(args.input).stem} ({engine}, {len(recon.fourier_error)} it)",
         )
     first, final = recon.fourier_error[0], recon.fourier_error[-1]
     summary = {
-        "engine": ENGINE,
+        "engine": engine,
         "iterations": len(recon.fourier_error),
         "seconds": round(recon.seconds, 3),
         "fourier_error": recon.fourier_error,
@@ -336,22 +403,27 @@ def _run(args: argparse.Namespace) -> int:
         "fourier_error_final": final,
         "fourier_error_drop": first / final if final > 0 else None,
         "object_error": error,
-        "finite": finite,
+        "finite": assessment.signals.finite,
         "verdict_ok": judged.ok,
         "verdict_reason": judged.reason,
+        "verdict_signal": judged.signal,
+        "quality": assessment.signals.to_summary(),
+        "probe_focus": recon.focus.to_summary(),
         "output": str(output),
         "preview": None if preview is None else str(preview),
         "input": str(args.input),
         "frames": s.n_frames,
         "frame_shape": list(s.frame_shape),
         "parameters": recon.params,
+        "device": recon.device,
+        "peak_gpu_memory_bytes": recon.peak_device_bytes,
     }
     if args.summary is not None:
-        _write_json(args.summary, summary)
+        outputs.write_summary(args.summary, summary)
     object_text = "" if error is None else f", object error {error:.4f}"
     verdict_text = "ok" if judged.ok else "NOT OK"
     print(
-        f"{ENGINE}: done in {recon.seconds:.2f} s{object_text}; verdict {verdict_text}: {judged.reason}",
+        f"{engine}: done in {recon.seconds:.2f} s{object_text}; verdict {verdict_text}: {judged.reason}",
         flush=True,
     )
     return 0
@@ -365,24 +437,6 @@ def preview_region(recon: Reconstruction, lit_fraction: float = 0.1) -> np.ndarr
     crop = recon.object[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     mean = np.mean(crop)
     return crop * np.complex64(np.conj(mean) / abs(mean)) if abs(mean) > 0 else crop
-
-
-def _write_json(path: Path, document: dict) -> None:
-    """Strict JSON (non-finite numbers become null), written to a temporary name then renamed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_finite_or_null(document), indent=1, allow_nan=False) + "\n")
-    os.replace(tmp, path)
-
-
-def _finite_or_null(value: object) -> object:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite_or_null(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite_or_null(v) for v in value]
-    return value
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 """X-ray optics shared by the simulator and the engine, so both use one set of conventions.
 
 Conventions: far field = ``numpy.fft.fft2`` (forward transform, ``exp(-2πi k·x/N)``); free-space
-propagation by ``dz`` multiplies the spectrum by ``exp(-iπ λ dz |q|²)`` (Fresnel transfer function,
-positive ``dz`` = downstream). Arrays are centred (DC / optical axis in the middle) unless a name
-says otherwise.
+propagation by ``dz`` multiplies the spectrum by ``exp(+iπ λ dz |q|²)`` (Fresnel transfer function).
+This is cdtools' sign: a probe defocus of ``+15 µm·E/700 eV`` here is what COSMIC's cdtools jobs set
+as ``propagation_distance``, and what real COSMIC files (and the simulator by default) need.
+Data of the mirrored convention (the other FFT sign, or the focus on the other side of the sample)
+needs the opposite sign; the engine's auto-focus finds either. Arrays are centred (DC / optical axis
+in the middle) unless a name says otherwise.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ PLANCK_EV_S = 4.135667696e-15
 SPEED_OF_LIGHT_M_S = 299_792_458.0
 JOULES_PER_EV = 1.602176634e-19
 
-#: COSMIC's zone plate focus sits 15 µm from the sample at 700 eV and moves with energy.
+#: COSMIC's zone plate focus sits 15 µm from the sample at 700 eV and moves with energy (the
+#: magnitude and sign cdtools' COSMIC jobs use).
 COSMIC_DEFOCUS_M_AT_700EV = 15e-6
 
 
@@ -45,9 +49,9 @@ def centred_frequencies(
 def fresnel_transfer(
     shape: tuple[int, int], pixel_m: tuple[float, float], wavelength: float, dz_m: float
 ) -> np.ndarray:
-    """Centred Fresnel transfer function ``exp(-iπ λ dz |q|²)`` (complex64)."""
+    """Centred Fresnel transfer function ``exp(+iπ λ dz |q|²)`` (complex64)."""
     qy, qx = centred_frequencies(shape, pixel_m)
-    return np.exp(-1j * np.pi * wavelength * dz_m * (qy**2 + qx**2)).astype(np.complex64)
+    return np.exp(1j * np.pi * wavelength * dz_m * (qy**2 + qx**2)).astype(np.complex64)
 
 
 def centred_fft2(field: np.ndarray) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""How good is a reconstruction: Fourier-error history, object error against a known truth, a verdict.
+"""How good is a reconstruction: the ground-truth-free verdict on an engine's result, and the
+object error against a known truth (simulations).
 
 Reconstructions are only defined up to a global complex factor, a shift and the twin (conjugate)
 image, and conventions differ between engines; comparing raw arrays would report those as errors,
@@ -16,14 +17,19 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from cosmic_dagster.ptycho import cxi, verdict
+from cosmic_dagster.ptycho.verdict import Signals, Verdict
+
 #: Fraction of the peak exposure above which the object counts as well lit.
 DEFAULT_LIT_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
-class Verdict:
-    ok: bool
-    reason: str
+class Assessment:
+    """The signals measured on a result and the verdict on them."""
+
+    signals: Signals
+    verdict: Verdict
 
 
 @dataclass(frozen=True)
@@ -105,36 +111,35 @@ def object_error(
     return register(recon, truth, mask, subpixel=subpixel).error
 
 
-def verdict(
-    fourier_error_history: Sequence[float],
-    *,
-    min_drop: float = 2.0,
-    max_rise: float = 1.5,
-) -> Verdict:
-    """Judge an error history: non-finite or growing (> ``max_rise`` x its best) is divergence;
-    a fall of less than ``min_drop`` x from the first iteration is no progress."""
-    history = [float(e) for e in fourier_error_history]
-    bad = [i for i, e in enumerate(history, 1) if not math.isfinite(e)]
-    if bad:
-        return Verdict(False, f"diverged: non-finite Fourier error from iteration {bad[0]}")
-    if len(history) < 2:
-        return Verdict(False, f"{len(history)} iteration(s): too few to judge progress")
-    best_at = min(range(len(history)), key=history.__getitem__)
-    first, best, final = history[0], history[best_at], history[-1]
-    if final > max_rise * best:
-        return Verdict(
-            False,
-            f"diverged: final Fourier error {final:.3g} is {final / best:.1f}x its best "
-            f"({best:.3g} at iteration {best_at + 1})",
+def assess(
+    scan: cxi.ScanData,
+    obj: np.ndarray,
+    probe: np.ndarray,
+    positions_px: np.ndarray,
+    fourier_error: Sequence[float],
+    illumination: np.ndarray,
+    limits: verdict.Limits = verdict.LIMITS,
+) -> Assessment:
+    """Measure every signal of :func:`verdict.judge` on an engine's result (any engine: object and
+    probe on the scan's object grid, frames' top-left corners) and judge it, without ground truth."""
+    finite = bool(np.isfinite(obj).all() and np.isfinite(probe).all())
+    read_noise = verdict.read_noise_estimate(scan.frames)
+    if not finite:
+        signals = Signals(list(fourier_error), finite=False)
+    else:
+        coverage, dose = verdict.coverage_and_dose(
+            scan.frames, probe, positions_px, scan.object_shape, scan.bad_pixels
         )
-    drop = first / final if final > 0 else math.inf
-    if drop < min_drop:
-        return Verdict(
-            False, f"no progress: Fourier error fell only {drop:.2f}x ({first:.3g} -> {final:.3g})"
+        signals = Signals(
+            list(fourier_error),
+            finite=True,
+            coverage=coverage,
+            dose=dose,
+            fit=verdict.model_fit(scan.frames, obj, probe, positions_px, scan.bad_pixels, read_noise),
+            amplitude_spread=verdict.amplitude_spread(obj, lit_mask(illumination)),
+            probe_coherence=verdict.probe_coherence(probe, scan.object_pixel_size_m[::-1], scan.wavelength_m),
         )
-    return Verdict(
-        True, f"Fourier error fell {drop:.1f}x ({first:.3g} -> {final:.3g}) in {len(history)} iterations"
-    )
+    return Assessment(signals, verdict.judge(signals, limits))
 
 
 def assess_output(
@@ -142,24 +147,27 @@ def assess_output(
     *,
     truth: np.ndarray | None = None,
     lit_fraction: float = DEFAULT_LIT_FRACTION,
-    min_drop: float = 2.0,
+    scan: cxi.ScanData | None = None,
 ) -> OutputQuality:
-    """Re-read an engine output file and compute its quality (object error only with ``truth``)."""
+    """Re-read an engine output file and compute its quality (object error only with ``truth``;
+    the full verdict with the ``scan`` it came from, otherwise the error history's alone)."""
     path = Path(output_path)
     with h5py.File(path, "r") as f:
         obj = f["object"][()]
         probe = f["probe"][()]
         history = f["fourier_error"][()].astype(float).tolist()
         illumination = f["illumination"][()]
+        positions = f["positions_px"][()]
     finite = bool(np.isfinite(obj).all() and np.isfinite(probe).all())
     first = history[0] if history else math.nan
     final = history[-1] if history else math.nan
     error = None
     if truth is not None and finite:
         error = object_error(obj, truth, illumination=illumination, lit_fraction=lit_fraction)
-    judged = verdict(history, min_drop=min_drop)
-    if not finite:
-        judged = Verdict(False, "the reconstructed object or probe contains NaN or infinity")
+    if scan is not None:
+        judged = assess(scan, obj, probe, positions, history, illumination).verdict
+    else:
+        judged = verdict.judge(Signals(history, finite))
     return OutputQuality(
         finite=finite,
         iterations=len(history),

@@ -1,9 +1,14 @@
 """COSMIC-like scan files for tests, demos and beamline emulation.
 
-A Siemens star with gold balls is scanned (jittered raster) by a defocused zone-plate probe; far-field
-intensities with Poisson noise are written in the layout, units and file names of COSMIC's
-preprocessor, so every downstream step can run on files it cannot tell from real ones. The object and
-probe used are stored apart from the COSMIC datasets so reconstructions can be scored.
+A sample (a Siemens star with gold balls, cells, a line pattern or scattered particles) is scanned
+(jittered raster) by a defocused zone-plate probe; far-field intensities with Poisson noise are
+written in the layout, units and file names of COSMIC's preprocessor, so every downstream step can
+run on files it cannot tell from real ones. What varies between real files varies here too: the
+defocus sign and magnitude, energy, frame size, dose, jitter, bad detector pixels (masked), a
+diffuse background, dark-frame subtraction (read noise, negative counts), 2- or 3-column
+translations, and the sign convention (:attr:`SimulationSpec.fft_sign`). The default convention is
+cdtools' (see :mod:`~cosmic_dagster.ptycho.optics`). The object and probe used are stored apart from
+the COSMIC datasets so reconstructions can be scored.
 
 Files appear atomically: written to ``<name>.tmp`` beside the final name, fsynced, then renamed, the
 convention the arrival sensor relies on.
@@ -38,7 +43,12 @@ DEFECT_KINDS = (
     "bad_value",
 )
 
+#: Kinds of sample :attr:`SimulationSpec.sample` can name.
+SAMPLE_KINDS = ("siemens_star", "cells", "lines", "particles")
+
 _FRAMES_PER_BLOCK_BYTES = 32 * 2**20
+#: Mask value of a bad pixel (any value outside ``layout.MASK_USABLE_VALUES``).
+_BAD_PIXEL = 1
 
 
 @dataclass(frozen=True)
@@ -58,10 +68,26 @@ class SimulationSpec:
     outer_zone_m: float = 45e-9
     central_stop: float = 0.4
     defocus_m: float | None = None
-    """Focus-to-sample distance; None means COSMIC's 15 µm x E / 700 eV."""
+    """Signed focus-to-sample distance (optics' convention); None means COSMIC's 15 µm x E / 700 eV."""
     photons: float = 1e6
     """Photons per frame (probe intensity)."""
     seed: int = 0
+    sample: str = "siemens_star"
+    """One of :data:`SAMPLE_KINDS`."""
+    fft_sign: int = 1
+    """+1: the detector sees the forward FFT of the exit wave (cdtools' convention); -1: the inverse
+    one, i.e. mirrored patterns, as files written with the opposite convention."""
+    translation_columns: int = 3
+    """COSMIC writes [x, y, z]; some writers only [x, y]."""
+    bad_pixel_fraction: float = 0.0
+    """Fraction of detector pixels that are dead or hot (marked in the mask), plus one dead column
+    when > 0."""
+    background: float = 0.0
+    """Diffuse background (air scatter), mean photons per pixel per frame, not in the model."""
+    dark_frames: int = 0
+    """Dark frames averaged and subtracted by the preprocessor (0: a photon-counting detector)."""
+    read_noise: float = 0.2
+    """Detector read noise (photons rms) when ``dark_frames`` > 0 (a CCD at 700 eV: ~0.1-0.3)."""
 
     def __post_init__(self) -> None:
         checks = {
@@ -75,6 +101,13 @@ class SimulationSpec:
             "detector_pixel_m must be > 0": self.detector_pixel_m > 0,
             "photons must be > 0": self.photons > 0,
             "central_stop must be in [0, 1)": 0 <= self.central_stop < 1,
+            f"sample must be one of {', '.join(SAMPLE_KINDS)}": self.sample in SAMPLE_KINDS,
+            "fft_sign must be 1 or -1": self.fft_sign in (1, -1),
+            "translation_columns must be 2 or 3": self.translation_columns in (2, 3),
+            "bad_pixel_fraction must be in [0, 0.5)": 0 <= self.bad_pixel_fraction < 0.5,
+            "background must be >= 0": self.background >= 0,
+            "dark_frames must be >= 0": self.dark_frames >= 0,
+            "read_noise must be >= 0": self.read_noise >= 0,
         }
         failed = [message for message, ok in checks.items() if not ok]
         if failed:
@@ -130,6 +163,12 @@ class SimulationSpec:
     def resolved_defocus_m(self) -> float:
         return optics.cosmic_probe_defocus_m(self.energy_ev) if self.defocus_m is None else self.defocus_m
 
+    @property
+    def beam_diameter_px(self) -> float:
+        """Outer diameter of the defocused beam on the sample (object pixels): 2 |z| tan(λ / 2Δr)."""
+        cone = np.tan(self.wavelength_m / (2 * self.outer_zone_m))
+        return 2 * abs(self.resolved_defocus_m) * float(cone) / self.object_pixel_m
+
 
 def cosmic_filename(day: dt.date, scan_number: int, energy_index: int = 0, region: int = 0) -> str:
     """``NS_YYMMDDNNN_ccdframes_E_R.cxi``, the name COSMIC's preprocessor gives a scan."""
@@ -145,19 +184,44 @@ def cosmic_relpath(day: dt.date, scan_number: int, energy_index: int = 0, region
     return f"{day:%Y/%m/%y%m%d}/{cosmic_filename(day, scan_number, energy_index, region)}"
 
 
-def siemens_star_object(spec: SimulationSpec, rng: np.random.Generator) -> np.ndarray:
-    """Siemens star plus random gold balls as a complex transmission (complex64, square)."""
+def sample_object(spec: SimulationSpec, rng: np.random.Generator) -> np.ndarray:
+    """The complex transmission (complex64, square) of ``spec.sample``."""
     size = spec.object_size
     y, x = np.indices((size, size), dtype=np.float64) - (size - 1) / 2
-    r, theta = np.hypot(y, x), np.arctan2(y, x)
-    thickness = ((np.sin(16 * theta) > 0) & (r < 0.4 * size)).astype(np.float64)
-    n_balls = max(4, size * size // 400)
+    if spec.sample == "siemens_star":
+        r, theta = np.hypot(y, x), np.arctan2(y, x)
+        thickness = ((np.sin(16 * theta) > 0) & (r < 0.4 * size)).astype(np.float64)
+        thickness += _balls(size, y, x, rng, max(4, size * size // 400), (2, 6))
+        absorption, phase = 0.35, 0.9
+    elif spec.sample == "cells":
+        # Weakly absorbing, smoothly varying organic matter (a few micro-structures per cell).
+        k = np.hypot(*np.meshgrid(np.fft.fftfreq(size), np.fft.fftfreq(size), indexing="ij"))
+        noise = np.fft.ifft2(np.fft.fft2(rng.standard_normal((size, size))) * np.exp(-((k / 0.04) ** 2))).real
+        thickness = np.clip(noise / noise.std() + 0.5, 0, None)
+        absorption, phase = 0.15, 1.2
+    elif spec.sample == "lines":
+        # A lithographic test pattern: gold bars of several widths in both orientations.
+        period = rng.integers(4, 12)
+        bars = (np.floor((x + size) / period) % 2 == 0) & (y < 0)
+        bars |= (np.floor((y + size) / (period + 3)) % 2 == 0) & (y >= 0)
+        thickness = bars.astype(np.float64)
+        absorption, phase = 0.6, 0.7
+    else:  # particles: scattered nanoparticles of several sizes on a thin membrane
+        thickness = 0.1 + _balls(size, y, x, rng, max(6, size * size // 250), (1.5, 8))
+        absorption, phase = 0.4, 1.0
+    return (np.exp(-absorption * thickness) * np.exp(-1j * phase * thickness)).astype(np.complex64)
+
+
+def _balls(
+    size: int, y: np.ndarray, x: np.ndarray, rng: np.random.Generator, n: int, radii: tuple[float, float]
+) -> np.ndarray:
+    thickness = np.zeros((size, size))
     for cy, cx, radius in zip(
-        rng.uniform(0, size, n_balls), rng.uniform(0, size, n_balls), rng.uniform(2, 6, n_balls), strict=True
+        rng.uniform(0, size, n), rng.uniform(0, size, n), rng.uniform(*radii, n), strict=True
     ):
         d2 = ((y + (size - 1) / 2 - cy) ** 2 + (x + (size - 1) / 2 - cx) ** 2) / radius**2
         thickness += np.sqrt(np.clip(1 - d2, 0, None))
-    return (np.exp(-0.35 * thickness) * np.exp(-0.9j * thickness)).astype(np.complex64)
+    return thickness
 
 
 def zone_plate_probe(spec: SimulationSpec) -> np.ndarray:
@@ -182,14 +246,66 @@ def scan_positions(spec: SimulationSpec, rng: np.random.Generator) -> np.ndarray
 
 
 def diffraction(
-    obj: np.ndarray, probe: np.ndarray, positions: np.ndarray, rng: np.random.Generator
+    obj: np.ndarray,
+    probe: np.ndarray,
+    positions: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    fft_sign: int = 1,
+    background: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Poisson-noisy, DC-centred far-field intensities (float32) of the given positions."""
+    """Poisson-noisy, DC-centred far-field intensities (float32) of the given positions.
+
+    ``background`` (mean photons per pixel, DC-centred) is added before the photon noise."""
     n = probe.shape[0]
     windows = np.lib.stride_tricks.sliding_window_view(obj, (n, n))
     exit_waves = probe * windows[positions[:, 0], positions[:, 1]]
-    intensity = np.abs(np.fft.fftshift(np.fft.fft2(exit_waves, norm="ortho"), axes=(-2, -1))) ** 2
+    transform = np.fft.fft2 if fft_sign > 0 else np.fft.ifft2
+    intensity = np.abs(np.fft.fftshift(transform(exit_waves, norm="ortho"), axes=(-2, -1))) ** 2
+    if background is not None:
+        intensity += background
     return rng.poisson(intensity).astype(np.float32)
+
+
+@dataclass(frozen=True, eq=False)
+class _Detector:
+    """What the detector and the preprocessor do to the photons: background, darks, bad pixels."""
+
+    background: np.ndarray | None
+    dark_residual: np.ndarray | None
+    """Fixed pattern left by subtracting the mean of a finite number of dark frames."""
+    read_noise: float
+    bad: np.ndarray | None
+    hot: np.ndarray | None
+
+    @classmethod
+    def of(cls, spec: SimulationSpec, rng: np.random.Generator) -> _Detector:
+        n = spec.frame_size
+        background = None
+        if spec.background > 0:
+            r = np.hypot(*(np.indices((n, n)) - n // 2)) + 1.0
+            shape = 1 / r
+            background = spec.background * shape / shape.mean()
+        residual, noise = None, 0.0
+        if spec.dark_frames > 0:
+            noise = spec.read_noise
+            residual = rng.normal(0, noise / np.sqrt(spec.dark_frames), (n, n))
+        bad = hot = None
+        if spec.bad_pixel_fraction > 0:
+            bad = rng.random((n, n)) < spec.bad_pixel_fraction
+            bad[:, rng.integers(0, n)] = True  # a dead column
+            hot = bad & (rng.random((n, n)) < 0.3)
+        return cls(background, residual, noise, bad, hot)
+
+    def read(self, photons: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Frames as the preprocessor stores them (float32, dark-subtracted, bad pixels raw)."""
+        frames = photons
+        if self.dark_residual is not None:
+            frames = frames + rng.normal(0, self.read_noise, frames.shape) - self.dark_residual
+        if self.bad is not None and self.hot is not None:
+            frames = np.where(self.bad, 0, frames)
+            frames = np.where(self.hot, 6e4, frames)
+        return frames.astype(np.float32)
 
 
 def write_scan(
@@ -205,16 +321,17 @@ def write_scan(
         raise ValueError(f"frame_rate_hz must be > 0, got {frame_rate_hz}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    object_rng, position_rng, noise_rng = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(spec.seed).spawn(3)
+    object_rng, position_rng, noise_rng, detector_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(spec.seed).spawn(4)
     )
-    obj, probe = siemens_star_object(spec, object_rng), zone_plate_probe(spec)
+    obj, probe = sample_object(spec, object_rng), zone_plate_probe(spec)
     positions = scan_positions(spec, position_rng)
+    detector = _Detector.of(spec, detector_rng)
     try:
         with h5py.File(tmp, "w") as f:
-            _write_geometry(f, spec, positions)
+            _write_geometry(f, spec, positions, detector)
             _write_ground_truth(f, obj, probe)
-            mean_pattern = _write_frames(f, spec, obj, probe, positions, noise_rng, frame_rate_hz)
+            mean_pattern = _write_frames(f, spec, obj, probe, positions, detector, noise_rng, frame_rate_hz)
             _write_probe_guess(f, mean_pattern)
         _fsync(tmp)
         os.replace(tmp, path)
@@ -302,11 +419,11 @@ def _break(f: h5py.File, kind: str) -> None:
         f[layout.ENERGY_J][()] = -1.0
 
 
-def _write_geometry(f: h5py.File, spec: SimulationSpec, positions: np.ndarray) -> None:
+def _write_geometry(f: h5py.File, spec: SimulationSpec, positions: np.ndarray, detector: _Detector) -> None:
     n, size, pixel = spec.frame_size, spec.object_size, spec.object_pixel_m
     # Illumination centre relative to the object pixel at translation zero; COSMIC stores minus it.
     centre_m = (positions + n // 2 - size // 2) * pixel
-    translation = np.zeros((len(positions), 3))
+    translation = np.zeros((len(positions), spec.translation_columns))
     translation[:, 0], translation[:, 1] = -centre_m[:, 1], -centre_m[:, 0]
     f[layout.VERSION] = layout.CXI_VERSION
     f[layout.TRANSLATION] = translation
@@ -319,7 +436,10 @@ def _write_geometry(f: h5py.File, spec: SimulationSpec, positions: np.ndarray) -
     p = spec.detector_pixel_m
     f[layout.BASIS_VECTORS] = np.array([[0.0, -p, 0.0], [-p, 0.0, 0.0]])
     f[layout.CORNER_POSITION] = np.array([n / 2 * p, n / 2 * p, spec.distance_m])
-    f[layout.MASK] = np.zeros((n, n), np.uint32)
+    mask = np.zeros((n, n), np.uint32)
+    if detector.bad is not None:
+        mask[detector.bad] = _BAD_PIXEL
+    f[layout.MASK] = mask
     f[layout.METADATA] = json.dumps(
         {
             "translations": (translation[:, [1, 0]] * 1e6).round(6).tolist(),
@@ -329,7 +449,13 @@ def _write_geometry(f: h5py.File, spec: SimulationSpec, positions: np.ndarray) -
             "scanRegion": 0,
             "double_exposure": False,
             "n_repeats": 1,
-            "simulated": {"seed": spec.seed, "photons": spec.photons, "defocus_m": spec.resolved_defocus_m},
+            "simulated": {
+                "seed": spec.seed,
+                "photons": spec.photons,
+                "defocus_m": spec.resolved_defocus_m,
+                "sample": spec.sample,
+                "fft_sign": spec.fft_sign,
+            },
         }
     )
 
@@ -347,6 +473,7 @@ def _write_frames(
     obj: np.ndarray,
     probe: np.ndarray,
     positions: np.ndarray,
+    detector: _Detector,
     rng: np.random.Generator,
     frame_rate_hz: float | None,
 ) -> np.ndarray:
@@ -366,18 +493,27 @@ def _write_frames(
     total = np.zeros((n, n))
     start = time.monotonic()
     for first in range(0, len(positions), block):
-        data = diffraction(obj, probe, positions[first : first + block], rng)
+        photons = diffraction(
+            obj,
+            probe,
+            positions[first : first + block],
+            rng,
+            fft_sign=spec.fft_sign,
+            background=detector.background,
+        )
+        data = detector.read(photons, rng)
         frames[first : first + len(data)] = data
         total += data.sum(axis=0)
         if frame_rate_hz:
             f.flush()
             time.sleep(max(0.0, start + (first + 1) / frame_rate_hz - time.monotonic()))
-    return total / len(positions)
+    mean = total / len(positions)
+    return mean if detector.bad is None else np.where(detector.bad, 0, mean)
 
 
 def _write_probe_guess(f: h5py.File, mean_pattern: np.ndarray) -> None:
     """acme's initial illumination: the inverse transform of the root mean pattern (no phase)."""
-    guess = optics.centred_ifft2(np.sqrt(mean_pattern)).astype(np.complex64)
+    guess = optics.centred_ifft2(np.sqrt(np.maximum(mean_pattern, 0))).astype(np.complex64)
     first, *others = layout.PROBE_GUESS_PATHS
     f[first] = guess
     for other in others:

@@ -61,6 +61,21 @@ def test_reconstruction_metadata_and_preview(defs, beamline):
     recon = meta["reconstruction"]
     assert recon["state"] == "COMPLETED" and recon["fourier_error_drop"] > 1
     assert os.path.exists(recon["preview_path"]) and "data:image/png;base64" in recon["preview"]
+    # The engine chose the probe defocus itself and says why; the verdict's main figure is shown.
+    assert recon["probe_defocus_chosen_by"] == "auto" and recon["probe_defocus_um"] > 0
+    assert "held-out frames" in recon["probe_defocus_reason"] and recon["auto_focus_s"] >= 0
+    assert 0.5 < recon["error_to_noise_floor"] < 2 and recon["noise_floor"] > 0
+
+
+def test_a_fixed_probe_defocus_is_recorded_as_the_operator_s(defs, beamline):
+    key = scan_key(beamline.scan())
+    instance = dg.DagsterInstance.ephemeral()
+    config = {"ops": {"scan_pipeline": {"config": {"probe_defocus_um": -17.0}}}}
+    assert run_batch(defs, instance, [key], run_config=config).success
+    progress = scan_progress(instance, [key])[key]
+    recon = progress.metadata["reconstruction"]
+    assert recon["probe_defocus_chosen_by"] == "operator" and recon["probe_defocus_um"] == -17.0
+    assert progress.checks["reconstruction_quality"] is False  # the wrong sign for these files
 
 
 def test_parameters_through_run_config_and_no_progress_fails_the_check(defs, beamline):

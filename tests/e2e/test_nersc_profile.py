@@ -70,11 +70,10 @@ def test_arrivals_by_listing_the_globus_collection(site):
 @pytest.mark.slurm
 def test_sfapi_on_a_real_local_slurm(tmp_path, slurm_cluster):
     site = Site(tmp_path, SlurmScheduler())
-    directives = {f"COSMIC_SLURM_{k}": "none" for k in ("ACCOUNT", "QOS", "CONSTRAINT")}
+    names = ("ACCOUNT", "QOS", "CPU_CONSTRAINT", "GPU_CONSTRAINT")
+    directives = {f"COSMIC_SLURM_{k}": "none" for k in names}
     try:
-        live, keys = run_scans(
-            site, {**directives, "COSMIC_SLURM_GPUS": "0", "COSMIC_SLURM_TIME": "00:10:00"}
-        )
+        live, keys = run_scans(site, {**directives, "COSMIC_SLURM_TIME": "00:10:00"})
         live.services.stop()
     finally:
         site.stop()

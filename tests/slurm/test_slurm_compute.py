@@ -52,7 +52,7 @@ def test_tiny_job_and_epie_job_complete_in_one_batch(slurm_cluster, tmp_path, un
     params = EpieParams(iterations=5, probe_refine_start=2)
     name = job_name(f"{unique}.recon", "NS_261124001_ccdframes_0_0", params)
     workdir = tmp_path / "epie"
-    slurm = SlurmDirectives(account=None, qos=None, constraint=None, gpus=0, time_limit="00:10:00")
+    slurm = SlurmDirectives(time_limit="00:10:00")
     script = render_script(
         params, input_path=str(cxi), workdir=str(workdir), job_name=name, slurm=slurm, python=sys.executable
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import subprocess
 import sys
@@ -22,7 +24,7 @@ from cosmic_dagster.compute.jobscript import (
 
 CXI = "/global/cfs/cdirs/als/gsharing/data_mover/7012/2023/02/230216/NS_230216033_ccdframes_0_0.cxi"
 WORKDIR = "/pscratch/sd/a/alsdata/cosmic/NS_230216033_ccdframes_0_0"
-NERSC = SlurmDirectives(account="als_g", qos="regular", constraint="gpu", gpus=4)
+NERSC = SlurmDirectives(account="als_g", qos="regular", cpu_constraint="cpu", gpu_constraint="gpu")
 NERSC_HEADER = f"""#!/bin/bash
 #SBATCH --job-name=recon.k.0000
 #SBATCH --output={WORKDIR}/job.out
@@ -33,6 +35,7 @@ NERSC_HEADER = f"""#!/bin/bash
 #SBATCH --qos=regular
 #SBATCH --constraint=gpu
 #SBATCH --gpus=4
+#SBATCH --cpus-per-task=64
 """
 BODY = f"""set -euo pipefail
 mkdir -p {WORKDIR}
@@ -104,16 +107,7 @@ def test_cdtools_script(params, values):
 
 
 def test_epie_script_with_setup_and_optional_directives():
-    slurm = SlurmDirectives(
-        account=None,
-        qos="debug",
-        constraint=None,
-        gpus=0,
-        time_limit="00:30:00",
-        partition="debug",
-        cpus_per_task=2,
-        mem="4G",
-    )
+    slurm = SlurmDirectives(qos="debug", time_limit="00:20:00", partition="debug", mem="4G")
     script = render_script(
         EpieParams(iterations=20, probe_refine_start=2, seed=7),
         input_path="/data/scan 1.cxi",
@@ -129,10 +123,10 @@ def test_epie_script_with_setup_and_optional_directives():
         "#SBATCH --output='/work/out dir/job.out'\n"
         "#SBATCH --error='/work/out dir/job.out'\n"
         "#SBATCH --nodes=1\n"
-        "#SBATCH --time=00:30:00\n"
+        "#SBATCH --time=00:20:00\n"
         "#SBATCH --qos=debug\n"
         "#SBATCH --partition=debug\n"
-        "#SBATCH --cpus-per-task=2\n"
+        "#SBATCH --cpus-per-task=1\n"
         "#SBATCH --mem=4G\n"
         "# epie reconstruction recon.k.0000\n"
         "set -euo pipefail\n"
@@ -180,15 +174,16 @@ def test_rendered_script_is_valid_bash_and_runs_locally(tmp_path):
         (lambda: CdtoolsParams(n_final_iter=0), "n_final_iter must be >= 1"),
         (lambda: CdtoolsParams(propagation_distance=float("nan")), "finite number"),
         (lambda: CdtoolsParams(probe_initialization="it's.h5"), "newlines or quotes"),
-        (lambda: SlurmDirectives("als_g", "fast", "gpu", 4), "unknown QoS 'fast'"),
-        (lambda: SlurmDirectives("als_g", "regular", "gpu", -1), "gpus must be >= 0"),
-        (lambda: SlurmDirectives("als g", "regular", "gpu", 4), "account must be"),
-        (lambda: SlurmDirectives("als_g", "regular", "gpu;x", 4), "constraint"),
-        (lambda: SlurmDirectives("als_g", "regular", "gpu", 4, time_limit="4h"), "HH:MM:SS"),
-        (lambda: SlurmDirectives("als_g", "regular", "gpu", 4, time_limit="01:60:00"), "HH:MM:SS"),
-        (lambda: SlurmDirectives("als_g", "regular", "gpu", 4, time_limit="00:00:00"), "non-zero"),
-        (lambda: SlurmDirectives("als_g", "regular", "gpu", 4, nodes=0), "nodes must be >= 1"),
-        (lambda: SlurmDirectives("als_g", "regular", "gpu", 4, mem="4 GB"), "mem must look like"),
+        (lambda: EpieParams(probe_defocus_um=float("inf")), "probe_defocus_um must be a finite number"),
+        (lambda: SlurmDirectives("als_g", "fast"), "unknown QoS 'fast'"),
+        (lambda: SlurmDirectives("als g", "regular"), "account must be"),
+        (lambda: SlurmDirectives(gpu_constraint="gpu;x"), "gpu_constraint is not a feature"),
+        (lambda: SlurmDirectives(cpu_constraint="cpu x"), "cpu_constraint is not a feature"),
+        (lambda: SlurmDirectives(time_limit="4h"), "HH:MM:SS"),
+        (lambda: SlurmDirectives(time_limit="01:60:00"), "HH:MM:SS"),
+        (lambda: SlurmDirectives(time_limit="00:00:00"), "non-zero"),
+        (lambda: SlurmDirectives(nodes=0), "nodes must be >= 1"),
+        (lambda: SlurmDirectives(mem="4 GB"), "mem must look like"),
     ],
 )
 def test_bad_parameters_are_rejected_clearly(make, message):
@@ -213,9 +208,40 @@ def test_bad_names_and_paths_are_rejected(kw, message):
         render_script(EpieParams(), slurm=NERSC, **args)
 
 
-def test_ptychocam_needs_as_many_gpus_as_it_runs_on():
-    with pytest.raises(JobScriptError, match="4 GPUs but the job requests 1"):
-        render(PtychocamParams(gpus=4), slurm=SlurmDirectives("als_g", "regular", "gpu", 1))
+def _directives(script: str) -> dict[str, str]:
+    return dict(line[len("#SBATCH --") :].split("=", 1) for line in script.splitlines() if "#SBATCH" in line)
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        # Our engine: one core on a CPU node, no GPU (it used to ask for a GPU node).
+        (EpieParams(), {"constraint": "cpu", "cpus-per-task": "1", "time": "00:30:00"}),
+        (
+            PtychocamParams(gpus=2),
+            {"constraint": "gpu", "gpus": "2", "cpus-per-task": "32", "time": "04:00:00"},
+        ),
+        (CdtoolsParams(), {"constraint": "gpu", "gpus": "1", "cpus-per-task": "16", "time": "04:00:00"}),
+    ],
+)
+def test_jobs_request_what_their_engine_uses(params, expected):
+    directives = _directives(render(params))
+    assert {k: directives.get(k) for k in expected} == expected
+    if params.resources().gpus == 0:
+        assert "gpus" not in directives
+
+
+def test_site_time_limit_overrides_the_engine_s():
+    slurm = SlurmDirectives(time_limit="00:05:00")
+    assert _directives(render(PtychocamParams(), slurm=slurm))["time"] == "00:05:00"
+
+
+def test_a_parameter_added_later_keeps_existing_job_names():
+    """probe_defocus_um joined EpieParams later: unset, the digest is what it always was."""
+    legacy = {"engine": "epie", "iterations": 100, "probe_refine_start": 5, "seed": 0}
+    digest = hashlib.sha256(json.dumps(legacy, sort_keys=True).encode()).hexdigest()[:8]
+    assert params_digest(EpieParams()) == digest
+    assert params_digest(EpieParams(probe_defocus_um=-12.0)) != digest
 
 
 def test_job_name_is_deterministic_and_safe():

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cosmic_dagster.ptycho import epie, quality
+from cosmic_dagster.ptycho import epie, quality, verdict
 
 
 def _smooth_object(size: int = 96, seed: int = 0) -> np.ndarray:
@@ -97,21 +97,23 @@ def test_non_finite_reconstruction_has_infinite_error() -> None:
         ([0.1, 0.05, 0.02, 0.09], False, "diverged"),
         ([0.1, 0.05, float("nan")], False, "non-finite Fourier error from iteration 3"),
         ([float("inf")], False, "non-finite"),
-        ([0.1, 0.09, 0.08], False, "no progress"),
+        # A small fall alone is no failure any more: a run that starts near the noise floor cannot
+        # fall far (the model fit, judged with the scan, decides; see test_verdict.py).
+        ([0.1, 0.09, 0.08], True, "fell 1.2x"),
         ([0.1], False, "too few"),
         ([], False, "too few"),
     ],
 )
-def test_verdict(history: list[float], ok: bool, reason: str) -> None:
-    judged = quality.verdict(history)
+def test_history_verdict(history: list[float], ok: bool, reason: str) -> None:
+    judged = verdict.judge(verdict.Signals(history, finite=True))
     assert judged.ok is ok
     assert reason in judged.reason
 
 
 def test_verdict_thresholds_are_adjustable() -> None:
-    assert not quality.verdict([0.1, 0.01], min_drop=20).ok
-    assert quality.verdict([0.1, 0.01, 0.012], max_rise=1.5).ok
-    assert not quality.verdict([0.1, 0.01, 0.012], max_rise=1.1).ok
+    signals = verdict.Signals([0.1, 0.01, 0.012], finite=True)
+    assert verdict.judge(signals, verdict.Limits(max_rise=1.5)).ok
+    assert not verdict.judge(signals, verdict.Limits(max_rise=1.1)).ok
 
 
 def _recon(obj: np.ndarray, history: list[float]) -> epie.Reconstruction:

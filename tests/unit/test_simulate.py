@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -186,3 +187,57 @@ def test_unknown_defect_kind(tmp_path: Path) -> None:
 def test_demo_file_is_a_few_megabytes(tmp_path: Path) -> None:
     path = simulate.write_scan(tmp_path / "demo.cxi", SimulationSpec.demo())
     assert 1e6 < path.stat().st_size < 8e6
+
+
+@pytest.mark.parametrize("sample", simulate.SAMPLE_KINDS)
+def test_every_sample_kind_is_a_transmission(sample: str) -> None:
+    spec = SimulationSpec(sample=sample)
+    obj = simulate.sample_object(spec, np.random.default_rng(0))
+    assert obj.shape == (spec.object_size,) * 2 and obj.dtype == np.complex64
+    amplitude = np.abs(obj)
+    assert amplitude.max() <= 1 + 1e-6 and amplitude.std() > 0.01  # absorbs, and has structure
+    assert np.angle(obj).std() > 0.01
+
+
+def test_fft_sign_mirrors_the_patterns(tmp_path: Path) -> None:
+    """The other FFT convention gives every pattern mirrored through the centre (the same physics)."""
+    spec = SimulationSpec.tiny()
+    forward = cxi.load_scan(simulate.write_scan(tmp_path / "f.cxi", spec)).frames
+    inverse = cxi.load_scan(simulate.write_scan(tmp_path / "i.cxi", replace(spec, fft_sign=-1))).frames
+    mirrored = np.roll(forward[:, ::-1, ::-1], 1, axis=(1, 2))
+
+    # Same photons, other draws of the noise: compare the frames by correlation.
+    def correlation(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+    assert correlation(inverse, mirrored) > 0.99
+    assert correlation(inverse, forward) < correlation(inverse, mirrored) - 0.02
+
+
+def test_detector_effects_and_two_column_translations(tmp_path: Path) -> None:
+    plain = SimulationSpec.tiny()
+    spec = replace(
+        plain, bad_pixel_fraction=0.01, dark_frames=10, read_noise=0.3, background=0.5, translation_columns=2
+    )
+    path = simulate.write_scan(tmp_path / "NS_230216001_ccdframes_0_0.cxi", spec)
+    with h5py.File(path, "r") as f:
+        assert f[layout.TRANSLATION].shape == (16, 2)
+        mask = f[layout.MASK][()]
+    scan = cxi.load_scan(path)
+    assert scan.bad_pixels is not None and scan.bad_pixels.sum() == np.count_nonzero(mask) >= 64
+    assert (mask.astype(bool).sum(axis=0) == 64).any()  # a dead column
+    assert (scan.frames < 0).any()  # dark subtraction leaves read noise around zero
+    assert scan.frames[:, scan.bad_pixels].max() == pytest.approx(6e4)  # hot pixels, masked
+    # The diffuse background adds its 0.5 photons per pixel on average.
+    without = cxi.load_scan(simulate.write_scan(tmp_path / "plain.cxi", plain)).frames
+    usable = ~scan.bad_pixels
+    added = float(scan.frames[:, usable].mean() - without[:, usable].mean())
+    assert added == pytest.approx(0.5, abs=0.15)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"), [({"sample": "cat"}, "sample"), ({"fft_sign": 0}, "fft_sign")]
+)
+def test_spec_rejects_unknown_kinds(changes: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SimulationSpec(**changes)

@@ -5,8 +5,8 @@ any ``code``, 401...), optionally after the call was processed (the client sees 
 the task exists: the case that makes duplicate submissions), or with a non-JSON ``body`` (what a
 proxy in front of Globus answers). A *path fault* makes the copy (or the delete: ``task``) of
 matching files fail with a Globus fault code (FILE_NOT_FOUND, PERMISSION_DENIED, VERIFY_CHECKSUM,
-QUOTA_EXCEEDED...), a number of times or forever; CREDENTIAL_EXPIRED suspends the whole task (INACTIVE). Rules come from Python,
-from ``--faults FILE.json`` or from ``POST /_emulator/faults``.
+QUOTA_EXCEEDED...), a number of times or forever; CREDENTIAL_EXPIRED suspends the whole task
+(INACTIVE). Rules come from Python, from ``--faults FILE.json`` or from ``POST /_emulator/faults``.
 """
 
 from __future__ import annotations

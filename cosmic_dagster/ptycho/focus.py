@@ -1,0 +1,122 @@
+"""Probe auto-focus: which defocus (sign and magnitude) of the stored probe guess fits the data.
+
+COSMIC stores a *focused* probe guess; the engine must propagate it to the sample, and neither the
+sign (which side of the focus the sample sits, and the FFT convention of whoever wrote the file)
+nor the magnitude is universal. Short trial reconstructions on a compact patch of frames, one per
+candidate defocus, tell them apart. Each trial is scored on frames it did *not* see (the patch's
+central frames, held out): a wrong defocus can still fit the frames it was trained on (a too-large
+probe overlaps more and fits the noise), but it cannot predict the held-out ones. Two rounds: both
+signs over a coarse logarithmic ladder, then the two geometric neighbours of the winner. The search
+works with any engine that can run a short trial (:data:`Trial`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from cosmic_dagster.ptycho import cxi, verdict
+
+#: Coarse candidate magnitudes (m), COSMIC's range; each is tried with both signs, then the
+#: winner's geometric neighbours (x/÷ √2).
+LADDER_M = (5e-6, 10e-6, 20e-6, 40e-6)
+#: Most frames a trial uses (a compact patch around the scan's centre) ...
+TRIAL_FRAMES = 20
+#: ... of which this fraction (at least one), the most central, is held out to score it.
+HELD_OUT_FRACTION = 0.2
+#: Trial iterations; the probe is refined from the second one.
+TRIAL_ITERATIONS = 8
+
+#: Runs an engine on ``scan`` for ``iterations`` from a probe guess defocused by ``defocus_m``;
+#: returns its object and probe (on ``scan``'s object grid, probe centred).
+Trial = Callable[[cxi.ScanData, float, int], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Focus:
+    """The probe defocus an engine used and why (what summary.json and the asset show)."""
+
+    defocus_m: float
+    chosen_by: str
+    """``auto`` (searched here) or ``operator`` (fixed by the run config)."""
+    reason: str
+    trials: tuple[tuple[float, float], ...] = ()
+    """(defocus in m, trial score) per candidate tried, in the order tried."""
+    sign_margin: float | None = None
+    """Best score of the other sign / best score (>1: the sign was clear)."""
+    seconds: float = 0.0
+
+    def to_summary(self) -> dict[str, object]:
+        return {
+            "probe_defocus_um": self.defocus_m * 1e6,
+            "chosen_by": self.chosen_by,
+            "reason": self.reason,
+            "trials_um": [[z * 1e6, score] for z, score in self.trials],
+            "sign_margin": self.sign_margin,
+            "seconds": self.seconds,
+        }
+
+
+def fixed(defocus_m: float) -> Focus:
+    return Focus(defocus_m, "operator", f"fixed at {defocus_m * 1e6:+.1f} µm by the run configuration")
+
+
+def auto_focus(scan: cxi.ScanData, trial: Trial) -> Focus:
+    """Search the defocus with short trials of ``trial`` on a patch of ``scan``."""
+    start = time.perf_counter()
+    training, held_out = trial_patch(scan)
+    scores: dict[float, float] = {}
+
+    def score(defocus: float) -> float:
+        if defocus not in scores:
+            with np.errstate(all="ignore"):
+                obj, probe = trial(training, defocus, TRIAL_ITERATIONS)
+                if np.isfinite(obj).all() and np.isfinite(probe).all():
+                    fit = verdict.model_fit(
+                        held_out.frames, obj, probe, held_out.positions_px, held_out.bad_pixels
+                    )
+                    scores[defocus] = fit.fourier_error
+                else:
+                    scores[defocus] = math.inf
+        return scores[defocus]
+
+    for magnitude in LADDER_M:
+        for sign in (1, -1):
+            score(sign * magnitude)
+    best = min(scores, key=scores.__getitem__)
+    for neighbour in (best / math.sqrt(2), best * math.sqrt(2)):
+        score(neighbour)
+    best = min(scores, key=scores.__getitem__)
+    other = min((s for z, s in scores.items() if z * best < 0), default=math.inf)
+    margin = other / scores[best] if scores[best] > 0 else math.inf
+    reason = (
+        f"{best * 1e6:+.1f} µm: of {len(scores)} trial reconstructions on {len(training.frames)} frames, "
+        f"it predicted {len(held_out.frames)} held-out frames best (Fourier error {scores[best]:.3g}); "
+        f"the best of the other sign was {margin:.2f}x higher"
+    )
+    return Focus(
+        defocus_m=best,
+        chosen_by="auto",
+        reason=reason,
+        trials=tuple(scores.items()),
+        sign_margin=margin,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def trial_patch(scan: cxi.ScanData, n_frames: int = TRIAL_FRAMES) -> tuple[cxi.ScanData, cxi.ScanData]:
+    """The frames nearest the scan's centre, split into a training patch and the held-out centre
+    (surrounded by training frames, so a right model predicts them)."""
+    positions = scan.positions_px
+    centre = np.median(positions, axis=0)
+    order = np.argsort(np.sum((positions - centre) ** 2, axis=1), kind="stable")[:n_frames]
+    n_held = max(1, round(HELD_OUT_FRACTION * len(order)))
+    held, train = np.sort(order[:n_held]), np.sort(order[n_held:])
+    return (
+        replace(scan, frames=scan.frames[train], positions_px=positions[train]),
+        replace(scan, frames=scan.frames[held], positions_px=positions[held]),
+    )

@@ -1,0 +1,335 @@
+"""Is a reconstruction right? A verdict from the data alone (no ground truth), for any engine.
+
+The main signal is how well the final model explains the measured counts: its Fourier error
+``Σ(|Ψ| - √I)² / ΣI`` (usable pixels of all frames) divided by the error that a *perfect* model
+would still show because photon counts are Poisson-distributed (the noise floor, ``Σ g(λ) / ΣI``
+with ``g(λ) = E[(√N - √λ)²]``, ``N ~ Poisson(λ)``, λ the model's intensity). A right
+reconstruction sits near 1; a wrong one (wrong probe defocus, noise, divergence) far above,
+however much its error fell. Physical sanity signals catch what a good fit alone would not. The
+limits and how they were calibrated: ``docs/reconstruction-quality.md``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import fft, special
+
+#: Above this many counts per pixel g(λ) is 1/4 - 5/(64 λ) to better than 1e-4.
+_ASYMPTOTIC_COUNTS = 200.0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """``signal`` names the failing signal ("" when ok); ``reason`` says it in an operator's words."""
+
+    ok: bool
+    reason: str
+    signal: str = ""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Thresholds of :func:`judge` (calibrated on ``benchmarks/recon_robustness.py``)."""
+
+    min_error_to_floor: float = 0.5
+    """Below this the model fits the photon noise itself: too few photons to constrain it."""
+    max_error_to_floor: float = 1.2
+    """The final model's Fourier error may be at most this many times the noise floor ..."""
+    model_tolerance: float = 0.01
+    """... plus this much (a model without background or detector artefacts is never exact)."""
+    min_probe_coherence: float = 0.98
+    """The probe's far-field phase must be that of a defocused zone-plate beam (flat up to a
+    defocus) to this degree: |Σ I e^{iφ}| / ΣI over the pupil, 1 for an ideal beam."""
+    max_rise: float = 1.5
+    """The final Fourier error may be at most this many times the best of the history."""
+    intensity_balance: tuple[float, float] = (0.8, 1.25)
+    """Model counts / measured counts (over usable pixels) must lie in this range."""
+    min_coverage: float = 2.0
+    """Frames covering each scanned pixel, on average (neighbouring positions must overlap)."""
+    min_dose: float = 100.0
+    """Photons per scanned object pixel, in total."""
+    max_amplitude_spread: float = 8.0
+    """99.9th percentile over median of the object's amplitude in the lit region (a transmission
+    has no hot spots; a diverging or noise-fitting reconstruction does)."""
+
+
+LIMITS = Limits()
+
+
+@dataclass(frozen=True)
+class Fit:
+    """How the final model (object, probe, positions) explains the measured frames."""
+
+    fourier_error: float
+    noise_floor: float
+    intensity_balance: float
+    """Σ model intensity / Σ measured intensity over usable pixels."""
+    twin: bool = False
+    """True if the model matches the data only mirrored (an engine with the opposite FFT sign)."""
+
+    @property
+    def error_to_floor(self) -> float:
+        return self.fourier_error / self.noise_floor if self.noise_floor > 0 else math.inf
+
+
+@dataclass(frozen=True)
+class Signals:
+    """Everything :func:`judge` looks at; None where an engine's output does not provide it."""
+
+    fourier_error: Sequence[float]
+    """The engine's own error history (any normalisation: only its shape is used)."""
+    finite: bool
+    fit: Fit | None = None
+    amplitude_spread: float | None = None
+    probe_coherence: float | None = None
+    coverage: float | None = None
+    dose: float | None = None
+
+    def to_summary(self) -> dict[str, object]:
+        """The figures an operator sees next to the verdict (JSON-able)."""
+        out: dict[str, object] = {"finite": self.finite}
+        if self.fit is not None:
+            out.update(asdict(self.fit), error_to_noise_floor=self.fit.error_to_floor)
+        if self.amplitude_spread is not None:
+            out["amplitude_spread"] = self.amplitude_spread
+        for name in ("probe_coherence", "coverage", "dose"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        return out
+
+
+def poisson_sqrt_variance(counts: np.ndarray, read_noise: float = 0.0) -> np.ndarray:
+    """g(λ) = E[(√max(N + ε, 0) - √λ)²] for N ~ Poisson(λ) and Gaussian read noise ε of rms
+    ``read_noise`` (photons), elementwise (without read noise: 0 at λ = 0, ~0.45 at 1, 1/4 at ∞)."""
+    sigma = round(float(read_noise), 2)
+    grid, values = _g_table(sigma)
+    lam = np.maximum(np.asarray(counts, np.float64), 0)
+    at_zero = values[0] if sigma > 0 else 0.0
+    small = np.interp(np.log(np.maximum(lam, grid[0])), np.log(grid), values)
+    small = np.where(lam < grid[0], at_zero + (values[0] - at_zero) * lam / grid[0], small)
+    big = np.maximum(lam, _ASYMPTOTIC_COUNTS)
+    large = 0.25 - 5 / (64 * big) + sigma**2 / (4 * big)
+    return np.where(lam < _ASYMPTOTIC_COUNTS, small, large)
+
+
+def read_noise_estimate(frames: np.ndarray) -> float:
+    """Read-noise rms (photons) left by dark subtraction, from the negative counts (a photon
+    counter has none): for pixels without photons the counts are ε ~ N(0, s²), so s² = E[ε² | ε<0]."""
+    negative = frames[frames < 0]
+    if negative.size < 100:
+        return 0.0
+    return float(np.sqrt(np.mean(negative.astype(np.float64) ** 2)))
+
+
+@functools.cache
+def _g_table(sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    grid = np.geomspace(1e-6, _ASYMPTOTIC_COUNTS, 240)
+    n = np.arange(0, int(_ASYMPTOTIC_COUNTS * 3) + 100, dtype=np.float64)
+    log_pmf = n[None, :] * np.log(grid[:, None]) - grid[:, None] - special.gammaln(n + 1)[None, :]
+    pmf = np.exp(log_pmf)
+    nodes, weights = np.polynomial.hermite_e.hermegauss(24 if sigma > 0 else 1)
+    weights = weights / weights.sum()
+    values = np.zeros(len(grid))
+    for t, weight in zip(nodes * sigma, weights, strict=True):
+        root = np.sqrt(np.maximum(n + t, 0))
+        values += weight * np.sum(pmf * (root[None, :] - np.sqrt(grid)[:, None]) ** 2, axis=1)
+    return grid, values
+
+
+def model_fit(
+    frames: np.ndarray,
+    obj: np.ndarray,
+    probe: np.ndarray,
+    positions_px: np.ndarray,
+    bad_pixels: np.ndarray | None = None,
+    read_noise: float = 0.0,
+) -> Fit:
+    """One forward pass of the final model against the frames (DC-centred, as COSMIC stores them).
+
+    Far field = orthonormal FFT of probe x object patch at each (row, column) top-left corner, the
+    convention of :mod:`cosmic_dagster.ptycho.optics`; a model that fits only the mirrored patterns
+    (the conjugate convention of another engine) is scored mirrored. Negative counts count as 0.
+    """
+    h, w = probe.shape
+    positions = np.rint(np.asarray(positions_px)).astype(np.int64)
+    good = None if bad_pixels is None else np.fft.ifftshift(~bad_pixels).astype(np.float64)
+    probe = probe.astype(np.complex64)
+    sums = np.zeros(3)  # Σ(|Ψ|-a)², Σ(|Ψ(-q)|-a)², Σg(λ)
+    measured = modelled = 0.0
+    buffer = np.empty((h, w), np.complex64)
+    for frame, (y, x) in zip(frames, positions.tolist(), strict=True):
+        np.multiply(probe, obj[y : y + h, x : x + w], out=buffer)
+        model = np.abs(fft.fft2(buffer, norm="ortho", workers=1)).astype(np.float64)
+        mirrored = np.roll(model[::-1, ::-1], 1, axis=(0, 1))
+        counts = np.maximum(np.fft.ifftshift(frame).astype(np.float64), 0)
+        amplitude = np.sqrt(counts)
+        weight = 1.0 if good is None else good
+        sums[0] += float(np.sum(weight * (model - amplitude) ** 2))
+        sums[1] += float(np.sum(weight * (mirrored - amplitude) ** 2))
+        sums[2] += float(np.sum(weight * poisson_sqrt_variance(model**2, read_noise)))
+        measured += float(np.sum(weight * counts))
+        modelled += float(np.sum(weight * model**2))
+    total = max(measured, 1e-30)
+    twin = sums[1] < sums[0]
+    return Fit(
+        fourier_error=float(min(sums[0], sums[1]) / total),
+        noise_floor=float(sums[2] / total),
+        intensity_balance=modelled / total,
+        twin=bool(twin),
+    )
+
+
+def probe_coherence(
+    probe: np.ndarray, pixel_m: tuple[float, float], wavelength_m: float, max_defocus_m: float = 150e-6
+) -> float:
+    """How much the probe looks like a defocused zone-plate beam: the far-field phase over the
+    pupil (where the intensity exceeds 10 % of its peak) is flat once the best defocus is removed.
+    Returns max over defocus of |Σ I e^{i(φ - π λ z |q|²)}| / Σ I (1 = ideal, ~0 = random phase).
+    The probe is first cut to its beam (where its blurred intensity exceeds 1 % of the peak): the
+    noise an engine leaves in the dark corners of the probe array is not the beam's phase."""
+    beam = _blurred_intensity(probe)
+    spectrum = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(probe * (beam > 0.01 * beam.max()))))
+    intensity = np.abs(spectrum) ** 2
+    pupil = intensity > 0.1 * intensity.max()
+    if not pupil.any():
+        return 0.0
+    dy, dx = pixel_m
+    qy = np.fft.fftshift(np.fft.fftfreq(probe.shape[0], d=dy))[:, None]
+    qx = np.fft.fftshift(np.fft.fftfreq(probe.shape[1], d=dx))[None, :]
+    q2 = np.broadcast_to(qy**2 + qx**2, probe.shape)[pupil]
+    weighted = intensity[pupil] * np.exp(1j * np.angle(spectrum[pupil]))
+    total = float(intensity[pupil].sum())
+
+    def coherence(z: float) -> float:
+        return float(abs(np.sum(weighted * np.exp(-1j * np.pi * wavelength_m * z * q2)))) / total
+
+    best = max(np.linspace(-max_defocus_m, max_defocus_m, 151), key=coherence)
+    step = 2 * max_defocus_m / 150
+    return max(coherence(z) for z in np.linspace(best - step, best + step, 9))
+
+
+def coverage_and_dose(
+    frames: np.ndarray,
+    probe: np.ndarray,
+    positions_px: np.ndarray,
+    object_shape: tuple[int, int],
+    bad_pixels: np.ndarray | None = None,
+) -> tuple[float, float]:
+    """How many frames cover each scanned object pixel on average (the beam being where the
+    blurred probe intensity exceeds 10 % of its peak), and the photons per scanned pixel."""
+    beam = _blurred_intensity(probe)
+    footprint = beam > 0.1 * beam.max()
+    h, w = probe.shape
+    count = np.zeros(object_shape, np.int32)
+    for y, x in np.rint(np.asarray(positions_px)).astype(np.int64).tolist():
+        count[y : y + h, x : x + w] += footprint
+    scanned = int(np.count_nonzero(count))
+    if scanned == 0:
+        return 0.0, 0.0
+    good = slice(None) if bad_pixels is None else ~bad_pixels
+    photons = sum(float(np.sum(np.maximum(frame[good], 0), dtype=np.float64)) for frame in frames)
+    return float(count.sum()) / scanned, photons / scanned
+
+
+def _blurred_intensity(field: np.ndarray, sigma_px: float = 2.0) -> np.ndarray:
+    ky = np.fft.fftfreq(field.shape[0])[:, None]
+    kx = np.fft.fftfreq(field.shape[1])[None, :]
+    kernel = np.exp(-2 * (np.pi * sigma_px) ** 2 * (ky**2 + kx**2))
+    return np.fft.ifft2(np.fft.fft2(np.abs(field) ** 2) * kernel).real
+
+
+def amplitude_spread(obj: np.ndarray, lit: np.ndarray) -> float:
+    """99.9th percentile over median of |object| where it was well lit (∞ if the median is 0)."""
+    amplitude = np.abs(obj[lit])
+    if amplitude.size == 0:
+        return math.inf
+    median = float(np.median(amplitude))
+    return float(np.percentile(amplitude, 99.9)) / median if median > 0 else math.inf
+
+
+def judge(signals: Signals, limits: Limits = LIMITS) -> Verdict:
+    """The first failing signal, in order of how much it says: NaN, divergence, fit, physics."""
+    history = [float(e) for e in signals.fourier_error]
+    if not signals.finite:
+        return Verdict(False, "the reconstructed object or probe contains NaN or infinity", "finite")
+    bad = [i for i, e in enumerate(history, 1) if not math.isfinite(e)]
+    if bad:
+        return Verdict(False, f"diverged: non-finite Fourier error from iteration {bad[0]}", "divergence")
+    if len(history) < 2:
+        return Verdict(False, f"{len(history)} iteration(s): too few to judge progress", "iterations")
+    best_at = min(range(len(history)), key=history.__getitem__)
+    best, final = history[best_at], history[-1]
+    if final > limits.max_rise * best:
+        return Verdict(
+            False,
+            f"diverged: final Fourier error {final:.3g} is {final / best:.1f}x its best "
+            f"({best:.3g} at iteration {best_at + 1})",
+            "divergence",
+        )
+    fit = signals.fit
+    if fit is not None:
+        ratio = fit.error_to_floor
+        allowed = limits.max_error_to_floor * fit.noise_floor + limits.model_tolerance
+        if not fit.fourier_error <= allowed:
+            return Verdict(
+                False,
+                f"the model does not explain the data: its Fourier error {fit.fourier_error:.3g} is "
+                f"{ratio:.1f}x what photon noise alone explains ({fit.noise_floor:.3g}; up to "
+                f"{allowed:.3g} passes); wrong probe defocus, positions or geometry?",
+                "error_to_noise_floor",
+            )
+        if ratio < limits.min_error_to_floor:
+            return Verdict(
+                False,
+                f"too few photons to trust the image: the model fits the data better than photon "
+                f"noise allows ({ratio:.2f}x the noise floor, at least {limits.min_error_to_floor:g}x "
+                "expected), so it is fitting the noise",
+                "error_to_noise_floor",
+            )
+        low, high = limits.intensity_balance
+        if not low <= fit.intensity_balance <= high:
+            return Verdict(
+                False,
+                f"the model puts {fit.intensity_balance:.2f}x the measured photons on the detector "
+                f"(allowed {low:g}..{high:g}): probe or object scale is off",
+                "intensity_balance",
+            )
+    if signals.coverage is not None and not signals.coverage >= limits.min_coverage:
+        return Verdict(
+            False,
+            f"too little overlap between scan positions: each point was seen by {signals.coverage:.1f} "
+            f"frames on average (at least {limits.min_coverage:g} needed); the image is not determined",
+            "coverage",
+        )
+    if signals.dose is not None and not signals.dose >= limits.min_dose:
+        return Verdict(
+            False,
+            f"too few photons for a reliable image: {signals.dose:.0f} per object pixel "
+            f"(at least {limits.min_dose:g})",
+            "dose",
+        )
+    coherence = signals.probe_coherence
+    if coherence is not None and not coherence >= limits.min_probe_coherence:
+        return Verdict(
+            False,
+            f"the probe is not a focused beam: its far-field phase is only {coherence:.2f} coherent "
+            f"(a zone-plate beam at any defocus: >= {limits.min_probe_coherence:g}); the engine "
+            "started from a wrong probe defocus?",
+            "probe_coherence",
+        )
+    spread = signals.amplitude_spread
+    if spread is not None and not spread <= limits.max_amplitude_spread:
+        return Verdict(
+            False,
+            f"the object has hot spots: its brightest lit pixels are {spread:.1f}x the median "
+            f"amplitude (a transmission allows at most {limits.max_amplitude_spread:g}x)",
+            "amplitude_spread",
+        )
+    drop = history[0] / final if final > 0 else math.inf
+    fit_text = "" if fit is None else f", {fit.error_to_floor:.2f}x the photon-noise floor"
+    return Verdict(True, f"Fourier error fell {drop:.1f}x to {final:.3g}{fit_text}")
