@@ -12,7 +12,7 @@ from pathlib import Path
 
 
 @contextmanager
-def atomic_path(path: str | Path, unique: bool = False) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], unique: bool = False) -> Iterator[Path]:
     """A temporary sibling of ``path`` to write; renamed over ``path`` only if the block succeeds.
 
     Readers (the sensor, a job, the UI) never see a half-written file, and a failed write leaves
@@ -34,7 +34,7 @@ def atomic_path(path: str | Path, unique: bool = False) -> Iterator[Path]:
         raise
 
 
-def write_atomic(path: str | Path, data: bytes | str, unique: bool = False) -> Path:
+def write_atomic(path: str | os.PathLike[str], data: bytes | str, unique: bool = False) -> Path:
     """Write ``data`` to ``path`` through :func:`atomic_path`."""
     with atomic_path(path, unique) as tmp:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from cosmic_dagster.compute.jobscript import Resources, SlurmDirectives
 from cosmic_dagster.compute.protocol import Compute, JobSpec
+from cosmic_dagster.files import write_atomic
 from cosmic_dagster.transfer.protocol import Transfer, TransferItem
 
 COLLECTIONS = "collections"
@@ -126,11 +127,8 @@ class FlightCheck:
     def _canary(self, stamp: str) -> tuple[str, dict[str, str]]:
         assert self.beamline_root is not None  # run() skips the step without one
         path = self.beamline_root / CANARY_RELPATH
-        path.parent.mkdir(parents=True, exist_ok=True)
         data = os.urandom(CANARY_BYTES)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        write_atomic(path, data, unique=True)
         sha256 = hashlib.sha256(data).hexdigest()
         item = TransferItem(
             key=f"flight-canary-{stamp}", relpath=CANARY_RELPATH, size=len(data), sha256=sha256

@@ -30,6 +30,7 @@ import h5py
 import numpy as np
 from scipy import fft
 
+from cosmic_dagster.files import atomic_path
 from cosmic_dagster.ptycho import cxi, focus, optics, outputs, quality
 from cosmic_dagster.ptycho.preview import write_preview
 
@@ -261,24 +262,17 @@ def write_output(
 ) -> Path:
     """Write object, probe, error history, illumination and parameters atomically to an HDF5 file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with h5py.File(tmp, "w") as f:
-            f["object"] = recon.object
-            f["probe"] = recon.probe
-            f["fourier_error"] = np.asarray(recon.fourier_error, np.float64)
-            f["illumination"] = recon.illumination
-            f["positions_px"] = recon.positions_px
-            f.attrs["engine"] = engine
-            f.attrs["iterations"] = len(recon.fourier_error)
-            f.attrs["seconds"] = recon.seconds
-            f.attrs["parameters"] = json.dumps(recon.params)
-            f.attrs["input"] = source
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f["object"] = recon.object
+        f["probe"] = recon.probe
+        f["fourier_error"] = np.asarray(recon.fourier_error, np.float64)
+        f["illumination"] = recon.illumination
+        f["positions_px"] = recon.positions_px
+        f.attrs["engine"] = engine
+        f.attrs["iterations"] = len(recon.fourier_error)
+        f.attrs["seconds"] = recon.seconds
+        f.attrs["parameters"] = json.dumps(recon.params)
+        f.attrs["input"] = source
     return path
 
 

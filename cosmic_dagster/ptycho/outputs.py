@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from cosmic_dagster.files import write_atomic
+
 #: The engine's full result (object, probe, error history, illumination), HDF5.
 RECONSTRUCTION = "reconstruction.h5"
 #: Strict JSON: figures, verdict, chosen parameters (what the pipeline records per scan).
@@ -29,12 +31,7 @@ def in_workdir(workdir: str, name: str) -> str:
 
 def write_summary(path: str | os.PathLike[str], document: dict[str, Any]) -> Path:
     """Strict JSON (non-finite numbers become null), written to a temporary name then renamed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_finite_or_null(document), indent=1, allow_nan=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, json.dumps(_finite_or_null(document), indent=1, allow_nan=False) + "\n")
 
 
 def read_summary(data: bytes | str) -> dict[str, Any]:

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from cosmic_dagster.files import atomic_path
+
 WIDTH = 512
 _MARGIN = 8
 _IMAGE = 190
@@ -60,12 +62,9 @@ def write_preview(obj: np.ndarray, path: str | os.PathLike[str], *, title: str |
         canvas.paste(Image.fromarray(first + _to_levels(resized, low, high), "L"), (left, top))
         draw.text((left, top - _LABEL_H), label, fill=_INK, font=font)
         _colour_bar(canvas, draw, font, first, (left + size[0] + _GAP, top), size[1], low, high)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    canvas.save(tmp, format="PNG", optimize=True)
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        canvas.save(tmp, format="PNG", optimize=True)
+    return Path(path)
 
 
 def _robust_range(values: np.ndarray) -> tuple[float, float]:

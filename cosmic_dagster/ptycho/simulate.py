@@ -27,6 +27,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from cosmic_dagster.files import atomic_path
 from cosmic_dagster.ptycho import layout, optics
 
 #: Kinds of broken file :func:`write_defect` can produce.
@@ -319,26 +320,19 @@ def write_scan(
     path = Path(path)
     if frame_rate_hz is not None and frame_rate_hz <= 0:
         raise ValueError(f"frame_rate_hz must be > 0, got {frame_rate_hz}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     object_rng, position_rng, noise_rng, detector_rng = (
         np.random.default_rng(s) for s in np.random.SeedSequence(spec.seed).spawn(4)
     )
     obj, probe = sample_object(spec, object_rng), zone_plate_probe(spec)
     positions = scan_positions(spec, position_rng)
     detector = _Detector.of(spec, detector_rng)
-    try:
-        with h5py.File(tmp, "w") as f:
-            _write_geometry(f, spec, positions, detector)
-            _write_ground_truth(f, obj, probe)
-            mean_pattern = _write_frames(f, spec, obj, probe, positions, detector, noise_rng, frame_rate_hz)
-            _write_probe_guess(f, mean_pattern)
-        _fsync(tmp)
-        os.replace(tmp, path)
-        _fsync(path.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    # Written as <name>.tmp and renamed when complete, as the beamline does (the watcher knows it).
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        _write_geometry(f, spec, positions, detector)
+        _write_ground_truth(f, obj, probe)
+        mean_pattern = _write_frames(f, spec, obj, probe, positions, detector, noise_rng, frame_rate_hz)
+        _write_probe_guess(f, mean_pattern)
+    _fsync(path.parent)
     return path
 
 
@@ -376,9 +370,7 @@ def write_defect(path: str | os.PathLike[str], kind: str) -> Path:
     if kind not in DEFECT_KINDS:
         raise ValueError(f"unknown defect kind {kind!r}; expected one of {', '.join(DEFECT_KINDS)}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with atomic_path(path) as tmp:
         if kind == "zero_bytes":
             tmp.write_bytes(b"")
         elif kind == "not_hdf5":
@@ -393,10 +385,6 @@ def write_defect(path: str | os.PathLike[str], kind: str) -> Path:
             else:
                 with h5py.File(tmp, "r+") as f:
                     _break(f, kind)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from cosmic_dagster.emulators.globus.faults import FaultPlan
+from cosmic_dagster.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -363,9 +364,7 @@ class TaskEngine:
             }
             text = json.dumps(data)
             self._dirty = False
-        tmp = self.state_file.with_name(self.state_file.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, self.state_file)
+        write_atomic(self.state_file, text, unique=True)
 
     def _save_loop(self) -> None:
         while not self._stopping.wait(0.2):
