@@ -155,90 +155,12 @@ def scan_pipeline(
     context.log.info(f"{len(keys)} scan(s) in this run: {', '.join(keys)}")
 
     if RAW in selected:
-        for key in keys:
-            try:
-                reg = pipeline.register(key)
-            except StageError as exc:
-                failed[key] = ScanFailure(key, names.RAW_SCAN, str(exc))
-                context.log.error(f"scan {key} quarantined: {exc}")
-                continue
-            yield dg.AssetMaterialization(
-                asset_key=RAW,
-                partition=key,
-                metadata={
-                    "relpath": reg.relpath,
-                    "bytes": reg.bytes,
-                    **({"sha256": reg.sha256} if reg.sha256 else {}),
-                    **reg.summary,
-                },
-            )
-
+        yield from _register(context, pipeline, keys, failed)
     if COPY in selected:
-        checked = False
-        todo = [k for k in keys if k not in failed]
-        with pool_slot(context, transfer.pool):
-            report, errors = pipeline.copy(todo, label=f"cosmic {context.run_id[:8]}")
-        for key, reason in errors.items():
-            failed[key] = ScanFailure(key, names.NERSC_COPY, reason)
-            context.log.error(f"copy of scan {key} failed: {reason}")
-        for key, outcome in report.outcomes.items():
-            if not outcome.ok:
-                continue
-            meta: dict[str, Any] = {
-                "destination": outcome.destination,
-                "bytes": outcome.bytes,
-                "seconds": round(outcome.seconds, 3),
-                "rate_MBps": round(outcome.bytes / outcome.seconds / 1e6, 2) if outcome.seconds > 0 else 0.0,
-                "already_present": outcome.already_present,
-                "checksum_verified": outcome.verified,
-            }
-            if report.task_id:
-                meta["globus_task_id"] = report.task_id
-            if report.task_url:
-                meta["globus_task"] = dg.MetadataValue.url(report.task_url)
-            yield dg.AssetMaterialization(asset_key=COPY, partition=key, metadata=meta)
-            yield copy_check(pipeline, key, outcome)
-            checked = True
-        if checked:
-            yield _checks_reported(context, COPY, names.COPY_CHECK)
-
+        yield from _copy(context, pipeline, transfer, [k for k in keys if k not in failed], failed)
     if RECON in selected:
-        checked = False
         todo = [k for k in keys if k not in failed]
-        plan = ReconPlan(params=config.params(), slurm=compute.directives(), force=config.force)
-
-        jobs: dict[str, str] = {}
-
-        def submitted(key: str, job_id: str, reattached: bool) -> None:
-            jobs[key] = job_id
-            verb = "reattached to" if reattached else "submitted"
-            context.log.info(f"scan {key}: {verb} job {job_id}")
-
-        try:
-            with pool_slot(context, compute.pool):
-                results = pipeline.reconstruct(todo, plan, on_submitted=submitted)
-        except dg.DagsterExecutionInterruptedError as exc:
-            # The run was terminated by an operator: its jobs must not run on unattended, and
-            # the step must not be retried (a retry would submit them again).
-            for key, job_id in jobs.items():
-                context.log.warning(f"run terminated: cancelling job {job_id} of scan {key}")
-                pipeline.compute.cancel(job_id)
-            raise dg.Failure(
-                "run terminated by an operator; its jobs were cancelled", allow_retries=False
-            ) from exc
-        for key, result in results.items():
-            if isinstance(result, StageError):
-                failed[key] = ScanFailure(key, names.RECONSTRUCTION, str(result))
-                context.log.error(f"reconstruction of scan {key} failed: {result}")
-                continue
-            yield dg.AssetMaterialization(
-                asset_key=RECON, partition=key, metadata=_recon_metadata(result, compute)
-            )
-            yield reconstruction_check(key, result, max_object_error=config.max_object_error)
-            checked = True
-        if checked:
-            yield _checks_reported(context, RECON, names.QUALITY_CHECK)
-
+        yield from _reconstruct(context, pipeline, config, compute, todo, failed)
     if failed:
         raise dg.Failure(
             description=describe_failures(list(failed.values()), total=len(keys)),
@@ -248,6 +170,110 @@ def scan_pipeline(
             },
             allow_retries=False,
         )
+
+
+def _register(
+    context: dg.AssetExecutionContext, pipeline: ScanPipeline, keys: list[str], failed: dict[str, ScanFailure]
+) -> Iterator[Any]:
+    """raw_scan: validate and checksum each scan; a bad one is quarantined and fails alone."""
+    for key in keys:
+        try:
+            reg = pipeline.register(key)
+        except StageError as exc:
+            failed[key] = ScanFailure(key, names.RAW_SCAN, str(exc))
+            context.log.error(f"scan {key} quarantined: {exc}")
+            continue
+        yield dg.AssetMaterialization(
+            asset_key=RAW,
+            partition=key,
+            metadata={
+                "relpath": reg.relpath,
+                "bytes": reg.bytes,
+                **({"sha256": reg.sha256} if reg.sha256 else {}),
+                **reg.summary,
+            },
+        )
+
+
+def _copy(
+    context: dg.AssetExecutionContext,
+    pipeline: ScanPipeline,
+    transfer: TransferResource,
+    todo: list[str],
+    failed: dict[str, ScanFailure],
+) -> Iterator[Any]:
+    """nersc_copy: one transfer for the batch, holding a transfer pool slot only meanwhile."""
+    checked = False
+    with pool_slot(context, transfer.pool):
+        report, errors = pipeline.copy(todo, label=f"cosmic {context.run_id[:8]}")
+    for key, reason in errors.items():
+        failed[key] = ScanFailure(key, names.NERSC_COPY, reason)
+        context.log.error(f"copy of scan {key} failed: {reason}")
+    for key, outcome in report.outcomes.items():
+        if not outcome.ok:
+            continue
+        meta: dict[str, Any] = {
+            "destination": outcome.destination,
+            "bytes": outcome.bytes,
+            "seconds": round(outcome.seconds, 3),
+            "rate_MBps": round(outcome.bytes / outcome.seconds / 1e6, 2) if outcome.seconds > 0 else 0.0,
+            "already_present": outcome.already_present,
+            "checksum_verified": outcome.verified,
+        }
+        if report.task_id:
+            meta["globus_task_id"] = report.task_id
+        if report.task_url:
+            meta["globus_task"] = dg.MetadataValue.url(report.task_url)
+        yield dg.AssetMaterialization(asset_key=COPY, partition=key, metadata=meta)
+        yield copy_check(pipeline, key, outcome)
+        checked = True
+    if checked:
+        yield _checks_reported(context, COPY, names.COPY_CHECK)
+
+
+def _reconstruct(
+    context: dg.AssetExecutionContext,
+    pipeline: ScanPipeline,
+    config: ReconstructionConfig,
+    compute: ComputeResource,
+    todo: list[str],
+    failed: dict[str, ScanFailure],
+) -> Iterator[Any]:
+    """reconstruction: one job per scan, waited on together; terminating the run cancels them."""
+    checked = False
+    plan = ReconPlan(params=config.params(), slurm=compute.directives(), force=config.force)
+
+    jobs: dict[str, str] = {}
+
+    def submitted(key: str, job_id: str, reattached: bool) -> None:
+        jobs[key] = job_id
+        verb = "reattached to" if reattached else "submitted"
+        context.log.info(f"scan {key}: {verb} job {job_id}")
+
+    try:
+        with pool_slot(context, compute.pool):
+            results = pipeline.reconstruct(todo, plan, on_submitted=submitted)
+    except dg.DagsterExecutionInterruptedError as exc:
+        # The run was terminated by an operator: its jobs must not run on unattended, and
+        # the step must not be retried (a retry would submit them again).
+        for key, job_id in jobs.items():
+            context.log.warning(f"run terminated: cancelling job {job_id} of scan {key}")
+            pipeline.compute.cancel(job_id)
+        raise dg.Failure(
+            "run terminated by an operator; its jobs were cancelled", allow_retries=False
+        ) from exc
+    for key, result in results.items():
+        if isinstance(result, StageError):
+            failed[key] = ScanFailure(key, names.RECONSTRUCTION, str(result))
+            context.log.error(f"reconstruction of scan {key} failed: {result}")
+            continue
+        yield dg.AssetMaterialization(
+            asset_key=RECON, partition=key, metadata=_recon_metadata(result, compute)
+        )
+        yield reconstruction_check(key, result, max_object_error=config.max_object_error)
+        checked = True
+    if checked:
+        yield _checks_reported(context, RECON, names.QUALITY_CHECK)
 
 
 def _checks_reported(context: dg.AssetExecutionContext, asset: dg.AssetKey, check: str) -> dg.Output:
