@@ -434,19 +434,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--device", choices=backends.DEVICES, default="auto", help="auto: the GPU if usable")
     parser.add_argument(
-        "--batch-size", type=_positive_int, default=None, help="default: a quarter of the scan"
+        "--batch-size", type=epie.positive_int, default=None, help="default: a quarter of the scan"
     )
     parser.add_argument(
-        "--workers", type=_positive_int, default=None, help="CPU threads (default: all cores)"
+        "--workers", type=epie.positive_int, default=None, help="CPU threads (default: all cores)"
     )
     return epie.main(argv, engine=ENGINE, parser=parser, run=_run)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def _run(

@@ -307,8 +307,8 @@ def cli_parser(
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("input", type=Path, help="scan file (.cxi)")
     parser.add_argument("output", type=Path, help="result file (.h5), written atomically")
-    parser.add_argument("--iterations", type=_positive_int, default=DEFAULT_ITERATIONS)
-    parser.add_argument("--probe-refine-start", type=_non_negative_int, default=DEFAULT_PROBE_REFINE_START)
+    parser.add_argument("--iterations", type=positive_int, default=DEFAULT_ITERATIONS)
+    parser.add_argument("--probe-refine-start", type=non_negative_int, default=DEFAULT_PROBE_REFINE_START)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--alpha", type=float, default=1.0, help="object step size")
     parser.add_argument("--beta", type=float, default=1.0, help="probe step size")
@@ -324,14 +324,15 @@ def cli_parser(
     return parser
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (engines that reuse this command line use it too)."""
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
 
 
-def _non_negative_int(text: str) -> int:
+def non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
