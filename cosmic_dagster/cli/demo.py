@@ -120,11 +120,16 @@ def _simulate_and_follow(
             f" see the failed runs in the UI and the logs in {services.log_dir}"
         )
         return 1
-    print(f"demo OK: {len(keys)} scans reconstructed and checked in {time.monotonic() - started:.0f} s")
-    if keep:
-        with contextlib.suppress(KeyboardInterrupt):
-            while True:
-                time.sleep(3600)
+    done = f"demo OK: {len(keys)} scans reconstructed and checked in {time.monotonic() - started:.0f} s"
+    if not keep:
+        print(done)
+        return 0
+    # From "demo OK" on, a stop (Ctrl-C, SIGTERM, SIGHUP) is the normal end: say it inside the
+    # block that takes it, so a stop sent right after reading the line still exits 0.
+    with contextlib.suppress(KeyboardInterrupt):
+        print(done, flush=True)
+        while True:
+            time.sleep(3600)
     return 0
 
 
