@@ -200,8 +200,8 @@ def test_lost_submit_answer_is_replayed_to_the_same_task(
 ) -> None:
     items = scans(beamline, 2)
     emulator.inject({"call": "submit_transfer", "status": 500, "times": None, "after": True})
-    with pytest.raises(TransferError, match="HTTP 500"):
-        make_adapter().copy_batch(items, "answer lost")
+    with pytest.raises(TransferError, match="HTTP 500"):  # after a short outage grace
+        make_adapter(unreachable_grace_s=1.0).copy_batch(items, "answer lost")
     assert len(transfer_tasks(emulator)) == 1  # the task exists, the client never learnt its id
     (batch,) = [r for n, r in ledger.all(LEDGER_KIND).items() if n.startswith("batch:")]
     assert batch["task_id"] is None
