@@ -303,6 +303,8 @@ def _recon_metadata(result: Reconstruction, compute: ComputeResource) -> dict[st
     if figures.get("error_to_noise_floor") is not None:
         meta["error_to_noise_floor"] = round(figures["error_to_noise_floor"], 3)
         meta["noise_floor"] = figures.get("noise_floor")
+    if figures.get("beam_px") is not None:  # the beam's width on the sample, from the probe
+        meta["beam_px"] = round(figures["beam_px"], 1)
     focus = summary.get("probe_focus") or {}
     if focus.get("probe_defocus_um") is not None:
         meta["probe_defocus_um"] = round(focus["probe_defocus_um"], 2)

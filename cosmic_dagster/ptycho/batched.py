@@ -90,7 +90,7 @@ def reconstruct(
             recon = _reconstruct(patch, iterations, 1, defocus_m, seed, None, settings, None)
             return recon.object, recon.probe
 
-        chosen = focus.auto_focus(scan, trial)
+        chosen = focus.auto_focus(scan, trial, iterations)
     else:
         chosen = focus.fixed(probe_defocus_m)
     recon = _reconstruct(

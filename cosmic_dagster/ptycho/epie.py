@@ -86,7 +86,7 @@ def reconstruct(
     if not (alpha > 0 and beta > 0):
         raise ValueError(f"alpha and beta must be > 0, got {alpha} and {beta}")
     if probe_defocus_m is None:
-        chosen = focus.auto_focus(scan, _trial(alpha, beta, seed))
+        chosen = focus.auto_focus(scan, _trial(alpha, beta, seed), iterations)
     else:
         chosen = focus.fixed(probe_defocus_m)
     recon = _reconstruct(scan, iterations, probe_refine_start, alpha, beta, chosen.defocus_m, seed, progress)

@@ -5,13 +5,17 @@ sign (which side of the focus the sample sits, and the FFT convention of whoever
 nor the magnitude is universal. Short trial reconstructions on a compact patch of frames, one per
 candidate defocus, tell them apart. Each trial is scored on frames it did *not* see (the patch's
 central frames, held out): a wrong defocus can still fit the frames it was trained on (a too-large
-probe overlaps more and fits the noise), but it cannot predict the held-out ones. Two rounds: both
-signs over a coarse logarithmic ladder, then the two geometric neighbours of the winner. The search
-works with any engine that can run a short trial (:data:`Trial`).
+probe overlaps more and fits the noise), but it cannot predict the held-out ones. At high dose the
+score's valley around the right defocus is narrow (about ±20 %: a trial 1.4x off scores like a
+wrong one), so the search narrows in three rounds: both signs over a coarse ladder (factors of 2), then over
+its midpoints (both signs again: near focus both signs score alike, so the first round's winning
+sign is not yet evidence), then the winner's neighbours (factors of 2^¼). The
+search works with any engine that can run a short trial (:data:`Trial`).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -21,15 +25,22 @@ import numpy as np
 
 from cosmic_dagster.ptycho import cxi, verdict
 
-#: Coarse candidate magnitudes (m), COSMIC's range; each is tried with both signs, then the
-#: winner's geometric neighbours (x/÷ √2).
+#: Coarse candidate magnitudes (m), COSMIC's range; each is tried with both signs.
 LADDER_M = (5e-6, 10e-6, 20e-6, 40e-6)
+#: Trials of a search: the coarse ladder and its midpoints, with both signs, then the winner's two
+#: neighbours.
+TRIALS = 2 * len(LADDER_M) + 2 * (len(LADDER_M) - 1) + 2
 #: Most frames a trial uses (a compact patch around the scan's centre) ...
 TRIAL_FRAMES = 20
 #: ... of which this fraction (at least one), the most central, is held out to score it.
 HELD_OUT_FRACTION = 0.2
 #: Trial iterations; the probe is refined from the second one.
-TRIAL_ITERATIONS = 8
+TRIAL_ITERATIONS = 6
+#: The trials may spend this share of the run's frame-iterations (the rest of one run's time goes
+#: to their set-up and scoring): small scans get a smaller patch ...
+COST_SHARE = 0.5
+#: ... of at least this many training frames.
+MIN_TRAINING_FRAMES = 6
 
 #: Runs an engine on ``scan`` for ``iterations`` from a probe guess defocused by ``defocus_m``;
 #: returns its object and probe (on ``scan``'s object grid, probe centred).
@@ -65,10 +76,15 @@ def fixed(defocus_m: float) -> Focus:
     return Focus(defocus_m, "operator", f"fixed at {defocus_m * 1e6:+.1f} µm by the run configuration")
 
 
-def auto_focus(scan: cxi.ScanData, trial: Trial) -> Focus:
-    """Search the defocus with short trials of ``trial`` on a patch of ``scan``."""
+def auto_focus(scan: cxi.ScanData, trial: Trial, run_iterations: int) -> Focus:
+    """Search the defocus with short trials of ``trial`` on a patch of ``scan``, costing about
+    :data:`COST_SHARE` of a run of ``run_iterations`` over all frames."""
     start = time.perf_counter()
-    training, held_out = trial_patch(scan)
+    affordable = COST_SHARE * run_iterations * len(scan.frames) / (TRIALS * TRIAL_ITERATIONS)
+    training_frames = max(MIN_TRAINING_FRAMES, math.floor(affordable))
+    training, held_out = trial_patch(
+        scan, min(TRIAL_FRAMES, math.ceil(training_frames / (1 - HELD_OUT_FRACTION)))
+    )
     scores: dict[float, float] = {}
 
     def score(defocus: float) -> float:
@@ -87,8 +103,11 @@ def auto_focus(scan: cxi.ScanData, trial: Trial) -> Focus:
     for magnitude in LADDER_M:
         for sign in (1, -1):
             score(sign * magnitude)
+    for low, high in itertools.pairwise(LADDER_M):
+        for sign in (1, -1):
+            score(sign * math.sqrt(low * high))
     best = min(scores, key=scores.__getitem__)
-    for neighbour in (best / math.sqrt(2), best * math.sqrt(2)):
+    for neighbour in (best / 2**0.25, best * 2**0.25):
         score(neighbour)
     best = min(scores, key=scores.__getitem__)
     other = min((s for z, s in scores.items() if z * best < 0), default=math.inf)

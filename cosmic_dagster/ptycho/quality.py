@@ -127,6 +127,7 @@ def assess(
     if not finite:
         signals = Signals(list(fourier_error), finite=False)
     else:
+        shape = verdict.probe_shape(probe, scan.object_pixel_size_m[::-1], scan.wavelength_m)
         coverage, dose = verdict.coverage_and_dose(
             scan.frames, probe, positions_px, scan.object_shape, scan.bad_pixels
         )
@@ -135,9 +136,10 @@ def assess(
             finite=True,
             coverage=coverage,
             dose=dose,
+            beam_px=shape.beam_px,
             fit=verdict.model_fit(scan.frames, obj, probe, positions_px, scan.bad_pixels, read_noise),
             amplitude_spread=verdict.amplitude_spread(obj, lit_mask(illumination)),
-            probe_coherence=verdict.probe_coherence(probe, scan.object_pixel_size_m[::-1], scan.wavelength_m),
+            probe_coherence=shape.coherence,
         )
     return Assessment(signals, verdict.judge(signals, limits))
 

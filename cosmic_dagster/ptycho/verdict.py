@@ -49,10 +49,13 @@ class Limits:
     """The final Fourier error may be at most this many times the best of the history."""
     intensity_balance: tuple[float, float] = (0.8, 1.25)
     """Model counts / measured counts (over usable pixels) must lie in this range."""
-    min_coverage: float = 2.0
+    min_coverage: float = 2.3
     """Frames covering each scanned pixel, on average (neighbouring positions must overlap)."""
-    min_dose: float = 100.0
+    min_dose: float = 40.0
     """Photons per scanned object pixel, in total."""
+    min_beam_px: float = 9.0
+    """The beam's diameter on the sample (object pixels): a nearly focused beam leaves probe and
+    object structure inseparable (and the defocus unidentifiable)."""
     max_amplitude_spread: float = 8.0
     """99.9th percentile over median of the object's amplitude in the lit region (a transmission
     has no hot spots; a diverging or noise-fitting reconstruction does)."""
@@ -89,6 +92,7 @@ class Signals:
     probe_coherence: float | None = None
     coverage: float | None = None
     dose: float | None = None
+    beam_px: float | None = None
 
     def to_summary(self) -> dict[str, object]:
         """The figures an operator sees next to the verdict (JSON-able)."""
@@ -97,7 +101,7 @@ class Signals:
             out.update(asdict(self.fit), error_to_noise_floor=self.fit.error_to_floor)
         if self.amplitude_spread is not None:
             out["amplitude_spread"] = self.amplitude_spread
-        for name in ("probe_coherence", "coverage", "dose"):
+        for name in ("probe_coherence", "coverage", "dose", "beam_px"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
         return out
@@ -184,20 +188,34 @@ def model_fit(
     )
 
 
-def probe_coherence(
+@dataclass(frozen=True)
+class ProbeShape:
+    """What the probe's far field says about the beam (see :func:`probe_shape`)."""
+
+    coherence: float
+    """|Σ I e^{i(φ - π λ z |q|²)}| / Σ I over the pupil at the best z (1 = ideal, ~0 = random)."""
+    defocus_m: float
+    """That best z: how far the sample sits from the beam's focus."""
+    beam_px: float
+    """The beam's diameter on the sample, 2 |z| λ q_max (object pixels), q_max the pupil's radius."""
+
+
+def probe_shape(
     probe: np.ndarray, pixel_m: tuple[float, float], wavelength_m: float, max_defocus_m: float = 150e-6
-) -> float:
-    """How much the probe looks like a defocused zone-plate beam: the far-field phase over the
-    pupil (where the intensity exceeds 10 % of its peak) is flat once the best defocus is removed.
-    Returns max over defocus of |Σ I e^{i(φ - π λ z |q|²)}| / Σ I (1 = ideal, ~0 = random phase).
-    The probe is first cut to its beam (where its blurred intensity exceeds 1 % of the peak): the
-    noise an engine leaves in the dark corners of the probe array is not the beam's phase."""
+) -> ProbeShape:
+    """How much the probe looks like a defocused zone-plate beam, and how wide that beam is.
+
+    A zone-plate beam's far-field phase over the pupil (where the intensity exceeds 10 % of its
+    peak) is flat once its defocus is removed; the defocus that flattens it best, times the pupil's
+    angular radius, gives the beam's diameter on the sample (the simulator's geometry). The probe
+    is first cut to its beam (where its blurred intensity exceeds 1 % of the peak): the noise an
+    engine leaves in the dark corners of the probe array is not the beam's phase."""
     beam = _blurred_intensity(probe)
     spectrum = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(probe * (beam > 0.01 * beam.max()))))
     intensity = np.abs(spectrum) ** 2
     pupil = intensity > 0.1 * intensity.max()
     if not pupil.any():
-        return 0.0
+        return ProbeShape(0.0, 0.0, 0.0)
     dy, dx = pixel_m
     qy = np.fft.fftshift(np.fft.fftfreq(probe.shape[0], d=dy))[:, None]
     qx = np.fft.fftshift(np.fft.fftfreq(probe.shape[1], d=dx))[None, :]
@@ -210,7 +228,9 @@ def probe_coherence(
 
     best = max(np.linspace(-max_defocus_m, max_defocus_m, 151), key=coherence)
     step = 2 * max_defocus_m / 150
-    return max(coherence(z) for z in np.linspace(best - step, best + step, 9))
+    best = max(np.linspace(best - step, best + step, 9), key=coherence)
+    q_max = math.sqrt(float(np.percentile(q2, 99)))
+    return ProbeShape(coherence(best), float(best), 2 * abs(best) * wavelength_m * q_max / min(dy, dx))
 
 
 def coverage_and_dose(
@@ -312,6 +332,14 @@ def judge(signals: Signals, limits: Limits = LIMITS) -> Verdict:
             f"too few photons for a reliable image: {signals.dose:.0f} per object pixel "
             f"(at least {limits.min_dose:g})",
             "dose",
+        )
+    if signals.beam_px is not None and not signals.beam_px >= limits.min_beam_px:
+        return Verdict(
+            False,
+            f"the beam is nearly focused on the sample ({signals.beam_px:.1f} pixels across, at least "
+            f"{limits.min_beam_px:g} needed): probe and object structure cannot be told apart; "
+            "scan further from the focus",
+            "beam_size",
         )
     coherence = signals.probe_coherence
     if coherence is not None and not coherence >= limits.min_probe_coherence:

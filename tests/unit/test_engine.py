@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from cosmic_dagster.ptycho import cxi, epie, layout, optics, quality, simulate, verdict
+from cosmic_dagster.ptycho import focus as ptycho_focus
 from cosmic_dagster.ptycho.simulate import SimulationSpec
 
 NAME = "NS_230216033_ccdframes_0_0.cxi"
@@ -191,7 +192,7 @@ def test_cli_writes_output_summary_and_preview(tiny_path: Path, tmp_path: Path) 
     focus = summary["probe_focus"]
     assert focus["chosen_by"] == "auto" and NOMINAL / 1.5 < focus["probe_defocus_um"] * 1e-6 < NOMINAL * 1.5
     assert "held-out frames best" in focus["reason"] and focus["seconds"] > 0
-    assert len(focus["trials_um"]) == 10
+    assert len(focus["trials_um"]) == ptycho_focus.TRIALS
     assert summary["parameters"]["probe_defocus_m"] == pytest.approx(focus["probe_defocus_um"] * 1e-6)
     assert 0.5 < summary["quality"]["error_to_noise_floor"] < 3 and summary["verdict_signal"] == ""
     assert f"probe defocus {focus['probe_defocus_um']:+.1f} µm" in done.stdout

@@ -60,6 +60,7 @@ def test_a_model_of_the_opposite_fft_convention_is_scored_mirrored() -> None:
         (Signals([1, 0.01], True, Fit(0.012, 0.01, 1.0), coverage=1.4), "coverage", "too little overlap"),
         (Signals([1, 0.01], True, Fit(0.012, 0.01, 1.0), dose=20.0), "dose", "too few photons"),
         (Signals([1, 0.01], True, Fit(0.012, 0.01, 3.0)), "intensity_balance", "3.00x the measured photons"),
+        (Signals([1, 0.01], True, Fit(0.012, 0.01, 1.0), beam_px=5.0), "beam_size", "nearly focused"),
         (
             Signals([1, 0.01], True, Fit(0.012, 0.01, 1.0), probe_coherence=0.5),
             "probe_coherence",
@@ -84,10 +85,15 @@ def test_a_zone_plate_beam_is_coherent_at_any_defocus_and_noise_is_not() -> None
     pupil = optics.zone_plate_pupil(128, 30, 0.4)
     for defocus in (-40e-6, -5e-6, 12e-6, 60e-6):
         probe = optics.propagate(optics.centred_ifft2(pupil), pixel, wavelength, defocus)
-        assert verdict.probe_coherence(probe, pixel, wavelength) > 0.99
+        shape = verdict.probe_shape(probe, pixel, wavelength)
+        assert shape.coherence > 0.99
+        # the defocus that flattens its phase, and the beam's width: 2 |z| λ q_max over the pixel
+        assert shape.defocus_m == pytest.approx(defocus, rel=0.03)
+        q_max = 30 / (128 * pixel[0])  # the pupil's radius: 30 of 128 frequency pixels
+        assert shape.beam_px == pytest.approx(2 * abs(defocus) * wavelength * q_max / pixel[0], rel=0.1)
     rng = np.random.default_rng(0)
     messy = optics.centred_ifft2(pupil * np.exp(2j * np.pi * rng.random((128, 128))))
-    assert verdict.probe_coherence(messy, pixel, wavelength) < 0.5
+    assert verdict.probe_shape(messy, pixel, wavelength).coherence < 0.5
 
 
 def test_read_noise_is_estimated_from_negative_counts() -> None:
