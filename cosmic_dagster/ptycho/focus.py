@@ -7,10 +7,10 @@ candidate defocus, tell them apart. Each trial is scored on frames it did *not* 
 central frames, held out): a wrong defocus can still fit the frames it was trained on (a too-large
 probe overlaps more and fits the noise), but it cannot predict the held-out ones. At high dose the
 score's valley around the right defocus is narrow (about ±20 %: a trial 1.4x off scores like a
-wrong one), so the search narrows in three rounds: both signs over a coarse ladder (factors of 2), then over
-its midpoints (both signs again: near focus both signs score alike, so the first round's winning
-sign is not yet evidence), then the winner's neighbours (factors of 2^¼). The
-search works with any engine that can run a short trial (:data:`Trial`).
+wrong one), so the search narrows in three rounds: both signs over a coarse ladder (factors of 2),
+then over its midpoints (both signs again: near focus both signs score alike, so the first round's
+winning sign is not yet evidence), then the winner's neighbours (factors of 2^¼). The search works
+with any engine that can run a short trial (:data:`Trial`).
 """
 
 from __future__ import annotations
