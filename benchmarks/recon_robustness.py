@@ -9,9 +9,11 @@ sample kind, FFT sign convention), reconstructed with the settings a pipeline ru
 iterations, auto-focus), judged by the ground-truth-free verdict and scored against the truth:
 success = registered object error <= 0.15; false pass = verdict ok and object error > 0.2; false
 fail = verdict not ok and object error <= 0.15 (over all cases, and over the well-posed ones). Cases
-a ptychography experiment could not solve (too little overlap between neighbouring positions, or a
-beam so nearly focused that probe and object cannot be told apart) are marked ill-posed by rule,
-before running, and success is counted over the well-posed ones. A second pass reruns some cases
+a ptychography experiment could not solve are marked ill-posed by rule, from the simulated truth
+alone: too little overlap between neighbouring positions, a beam so nearly focused that probe and
+object cannot be told apart, or too few photons (the Cramér-Rao limit of the object error, probe
+and positions known, above the success threshold). Success is counted over the well-posed ones;
+each case also reports its object error over that noise limit. A second pass reruns some cases
 with a deliberately wrong fixed defocus (the opposite sign) to show the verdict fails them. Last line:
 ``RESULT cases=... success_rate=... false_pass=... false_fail=... (more keys)``.
 """
@@ -32,12 +34,14 @@ import statistics
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
 
-from cosmic_dagster.ptycho import batched, cxi, epie, quality, simulate
+from cosmic_dagster.ptycho import batched, cxi, epie, layout, quality, simulate
 from cosmic_dagster.ptycho import xp as backends
 from cosmic_dagster.ptycho.simulate import SimulationSpec
 
@@ -130,6 +134,8 @@ def cases(n_cases: int, seed: int) -> list[Case]:
 @dataclass(frozen=True)
 class Outcome:
     case: Case
+    noise_limit: float
+    """The object error no unbiased engine can beat on this scan (:func:`quality.noise_limited_error`)."""
     ok: bool
     signal: str
     error_to_floor: float
@@ -139,10 +145,20 @@ class Outcome:
     focus_s: float
     recon_s: float
 
+    @property
+    def ill_posed(self) -> str:
+        """Why the case is ill-posed ("" when well posed)."""
+        if self.case.ill_posed or self.noise_limit <= SUCCESS:
+            return self.case.ill_posed
+        return f"too few photons (noise limit {self.noise_limit:.3f} > {SUCCESS:g})"
+
 
 def run_case(case: Case, engine: str = "epie") -> Outcome:
     with tempfile.TemporaryDirectory() as tmp:
-        scan = cxi.load_scan(simulate.write_scan(Path(tmp) / "scan.cxi", case.spec))
+        path = simulate.write_scan(Path(tmp) / "scan.cxi", case.spec)
+        scan = cxi.load_scan(path)
+        with h5py.File(path, "r") as f:
+            true_probe = f[layout.GROUND_TRUTH_PROBE][()]
     fixed = -effective_defocus_m(case.spec) if case.wrong_defocus else None
     if engine == "batched":  # one thread per worker process: the pool already fills the cores
         recon = batched.reconstruct(scan, probe_defocus_m=fixed, backend=backends.cpu_backend(1))
@@ -156,6 +172,7 @@ def run_case(case: Case, engine: str = "epie") -> Outcome:
     fit = assessment.signals.fit
     return Outcome(
         case=case,
+        noise_limit=quality.noise_limited_error(scan.ground_truth, true_probe, scan.positions_px),
         ok=assessment.verdict.ok,
         signal=assessment.verdict.signal,
         error_to_floor=fit.error_to_floor if fit else math.inf,
@@ -178,7 +195,7 @@ def _record(outcome: Outcome) -> dict:
         **{k: v for k, v in asdict(outcome).items() if k != "case"},
         "case": outcome.case.index,
         "wrong_defocus": outcome.case.wrong_defocus,
-        "ill_posed": outcome.case.ill_posed,
+        "ill_posed": outcome.ill_posed,
         "true_defocus_um": effective_defocus_m(spec) * 1e6,
         "axes": axis_values(outcome.case),
         "dose": spec.photons / spec.step_px**2,
@@ -209,7 +226,7 @@ def axis_values(case: Case) -> dict[str, str]:
 
 
 def tally(outcomes: list[Outcome]) -> dict[str, float]:
-    well = [o for o in outcomes if not o.case.ill_posed]
+    well = [o for o in outcomes if not o.ill_posed]
     return {
         "n": len(outcomes),
         "success": sum(o.object_error <= SUCCESS for o in well) / max(len(well), 1),
@@ -248,16 +265,17 @@ def main() -> None:
                 f"N={s.n_positions:2d} D={s.beam_diameter_px:5.1f} t={o.focus_s:5.1f}+{o.recon_s:5.1f}s "
                 f"ph={s.photons:8.2g} dose={s.photons / s.step_px**2:8.3g} bg={s.background:.2g} "
                 f"dark={s.dark_frames} {s.sample:12s} fft={s.fft_sign:+d} ov={o.case.overlap:.2f} "
-                f"err={o.object_error:.3f} e/f={o.error_to_floor:7.2f} ok={o.ok!s:5} {o.signal}"
+                f"err={o.object_error:.3f} limit={o.noise_limit:.3f} e/f={o.error_to_floor:7.2f} "
+                f"ok={o.ok!s:5} {o.signal}"
             )
     print(
         f"{len(drawn)} cases + {len(wrong)} with a wrong fixed defocus, "
         f"{wall:.0f} s on {args.workers} workers"
     )
-    ill = [o for o in normal if o.case.ill_posed]
+    ill = [o for o in normal if o.ill_posed]
     kinds = defaultdict(int)
     for o in ill:
-        kinds[o.case.ill_posed.split(" (")[0]] += 1
+        kinds[o.ill_posed.split(" (")[0]] += 1
     print(
         f"ill-posed by rule: {len(ill)} ({', '.join(f'{k}: {n}' for k, n in sorted(kinds.items())) or '-'})"
     )
@@ -280,6 +298,12 @@ def main() -> None:
         f"wrong fixed defocus: {len(wrong)} runs, verdict ok on {wrong_pass} (median object error "
         f"{statistics.median(o.object_error for o in wrong) if wrong else math.nan:.2f})"
     )
+    above = [(o.object_error, o.object_error / o.noise_limit) for o in normal if not o.ill_posed]
+    print(
+        f"object error over its noise limit (well-posed): median {_median(r for _, r in above)}, "
+        f"successes {_median(r for e, r in above if e <= SUCCESS)}, "
+        f"failures {_median(r for e, r in above if e > SUCCESS)}"
+    )
     print(
         f"auto-focus: right sign {sign_right}/{len(normal)}, cost median {statistics.median(ratio):.2f}x "
         f"(max {max(ratio):.2f}x) one plain run"
@@ -289,9 +313,15 @@ def main() -> None:
         f"false_pass={int(total['false_pass'])} false_fail={total['false_fail']:.3f} "
         f"false_fail_well_posed={total['false_fail_well_posed']:.3f} ill_posed={len(ill)} "
         f"wrong_defocus_runs={len(wrong)} "
+        f"noise_limit_ratio_median={statistics.median(r for _, r in above):.1f} "
         f"wrong_defocus_passed={wrong_pass} focus_cost_median={statistics.median(ratio):.2f} "
         f"wall_s={wall:.0f} engine={args.engine}"
     )
+
+
+def _median(values: Iterable[float]) -> str:
+    data = list(values)
+    return f"{statistics.median(data):.1f}x" if data else "-"
 
 
 if __name__ == "__main__":
