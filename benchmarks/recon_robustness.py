@@ -64,7 +64,8 @@ class Case:
     spec: SimulationSpec
     overlap: float
     ill_posed: str
-    """Why the case is ill-posed ("" when well posed)."""
+    """Why the geometry makes it ill-posed ("" if it does not; the photon rule needs the simulated
+    probe, see :attr:`Outcome.ill_posed`)."""
     wrong_defocus: bool = False
 
 
@@ -299,6 +300,7 @@ def main() -> None:
         f"{statistics.median(o.object_error for o in wrong) if wrong else math.nan:.2f})"
     )
     above = [(o.object_error, o.object_error / o.noise_limit) for o in normal if not o.ill_posed]
+    limit_ratio = statistics.median(r for _, r in above) if above else math.nan
     print(
         f"object error over its noise limit (well-posed): median {_median(r for _, r in above)}, "
         f"successes {_median(r for e, r in above if e <= SUCCESS)}, "
@@ -313,7 +315,7 @@ def main() -> None:
         f"false_pass={int(total['false_pass'])} false_fail={total['false_fail']:.3f} "
         f"false_fail_well_posed={total['false_fail_well_posed']:.3f} ill_posed={len(ill)} "
         f"wrong_defocus_runs={len(wrong)} "
-        f"noise_limit_ratio_median={statistics.median(r for _, r in above):.1f} "
+        f"noise_limit_ratio_median={limit_ratio:.1f} "
         f"wrong_defocus_passed={wrong_pass} focus_cost_median={statistics.median(ratio):.2f} "
         f"wall_s={wall:.0f} engine={args.engine}"
     )
