@@ -145,7 +145,7 @@ def _reconstruct(
         object=obj,
         probe=probe,
         fourier_error=history,
-        illumination=_illumination(probe, positions, scan.object_shape),
+        illumination=quality.illumination(probe, positions, scan.object_shape),
         positions_px=positions,
         params={
             "iterations": iterations,
@@ -246,15 +246,6 @@ def _object_weight(probe: np.ndarray, alpha: float, ws: _Workspace) -> None:
     peak = float(np.abs(probe, out=ws.real).max()) ** 2
     np.conjugate(probe, out=ws.object_weight)
     ws.object_weight *= np.float32(alpha / max(peak, 1e-30))
-
-
-def _illumination(probe: np.ndarray, positions: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    h, w = probe.shape
-    intensity = (np.abs(probe) ** 2).astype(np.float32)
-    total = np.zeros(shape, np.float32)
-    for y, x in positions.tolist():
-        total[y : y + h, x : x + w] += intensity
-    return total
 
 
 def write_output(

@@ -56,6 +56,16 @@ class OutputQuality:
     verdict: Verdict
 
 
+def illumination(probe: np.ndarray, positions_px: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The summed probe intensity on the object grid (``positions_px``: frames' top-left corners)."""
+    h, w = probe.shape
+    intensity = (np.abs(probe) ** 2).astype(np.float32)
+    total = np.zeros(shape, np.float32)
+    for y, x in np.rint(np.asarray(positions_px)).astype(np.int64).tolist():
+        total[y : y + h, x : x + w] += intensity
+    return total
+
+
 def lit_mask(illumination: np.ndarray, lit_fraction: float = DEFAULT_LIT_FRACTION) -> np.ndarray:
     """Where the summed probe intensity reaches ``lit_fraction`` of its peak."""
     return illumination >= lit_fraction * float(np.max(illumination))
@@ -127,16 +137,12 @@ def noise_limited_error(
     probe, background and bad pixels only raise it. Above the success threshold the scan cannot be
     solved pixel by pixel, whatever the engine (a smoothing engine can beat it on smooth samples).
     """
-    h, w = probe.shape
-    exposure = np.zeros(truth.shape, np.float64)
-    intensity = np.abs(probe.astype(np.complex128)) ** 2
-    for y, x in np.rint(np.asarray(positions_px)).astype(np.int64).tolist():
-        exposure[y : y + h, x : x + w] += intensity
+    exposure = illumination(probe, positions_px, truth.shape)
     lit = lit_mask(exposure, lit_fraction)
     signal = float(np.sum(np.abs(truth[lit]) ** 2))
     if signal == 0 or not np.all(exposure[lit] > 0):
         return math.inf
-    return math.sqrt(float(np.sum(1 / exposure[lit])) / signal)
+    return math.sqrt(float(np.sum(1 / exposure[lit].astype(np.float64))) / signal)
 
 
 def assess(

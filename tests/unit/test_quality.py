@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -160,12 +159,11 @@ def test_noise_limit_is_one_over_root_photons_per_pixel() -> None:
     assert quality.noise_limited_error(truth, 10 * probe, positions) == pytest.approx(expected / 10)
 
 
-def test_epie_lands_above_the_noise_limit() -> None:
+def test_epie_lands_above_the_noise_limit(tmp_path: Path) -> None:
     """ePIE on a dim simulated scan lands above the limit computed from the truth it never saw."""
-    spec = simulate.SimulationSpec(**{**dataclasses.asdict(simulate.SimulationSpec.tiny()), "photons": 3e3})
+    spec = dataclasses.replace(simulate.SimulationSpec.tiny(), photons=3e3)
     truth_probe = simulate.zone_plate_probe(spec)
-    with tempfile.TemporaryDirectory() as tmp:
-        scan = cxi.load_scan(simulate.write_scan(Path(tmp) / "dim.cxi", spec))
+    scan = cxi.load_scan(simulate.write_scan(tmp_path / "dim.cxi", spec))
     assert scan.ground_truth is not None
     recon = epie.reconstruct(scan, probe_defocus_m=spec.resolved_defocus_m)
     limit = quality.noise_limited_error(scan.ground_truth, truth_probe, scan.positions_px)
