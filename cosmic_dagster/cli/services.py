@@ -26,7 +26,7 @@ from pathlib import Path
 import requests
 
 from cosmic_dagster import names
-from cosmic_dagster.domain.processes import STOP_SIGNALS, stop_on_signals
+from cosmic_dagster.domain.processes import STOP_SIGNALS, StopFlag, stop_on_signals
 
 # Shipped inside the package, so operator commands work from a wheel as from a checkout
 # (the checkout's top-level dagster.yaml, workspace.yaml and deploy/*.yaml link here).
@@ -73,7 +73,7 @@ class DagsterServices:
     port: int
     code_server_port: int | None = None
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    _stopping: threading.Event | None = field(default=None, init=False, repr=False)
+    _stopping: StopFlag | None = field(default=None, init=False, repr=False)
     _saved_handlers: dict[int, object] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:

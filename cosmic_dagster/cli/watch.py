@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -42,6 +41,7 @@ from typing import Any, Protocol
 
 from cosmic_dagster import names
 from cosmic_dagster.domain.arrivals import Cursor, Entry, Lister, discover
+from cosmic_dagster.domain.processes import StopFlag
 from cosmic_dagster.domain.scans import PARTIAL_SUFFIXES, ScanPathError, resolve_under_root, scan_key
 from cosmic_dagster.files import write_atomic
 
@@ -206,7 +206,7 @@ class Watcher:
         self.state.save(self.state_path)  # before any add: a restart finishes these batches
         return run_ids + self._advance_all()
 
-    def run(self, stop: threading.Event, poll_s: float = 0.25) -> None:
+    def run(self, stop: StopFlag, poll_s: float = 0.25) -> None:
         """Poll until ``stop`` is set; errors (webserver down...) are logged and retried."""
         delay = poll_s
         while not stop.is_set():

@@ -4,8 +4,9 @@ And how a long-running command learns it must stop (every stop signal, not only 
 from __future__ import annotations
 
 import os
+import select
 import signal
-import threading
+import weakref
 
 
 def process_start_time(pid: int) -> str | None:
@@ -39,16 +40,53 @@ def _pid_exists(pid: int) -> bool:
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def stop_on_signals(*, interrupt: bool = False) -> threading.Event:
+class StopFlag:
+    """A "stop" flag that a signal handler may set: setting it takes no lock.
+
+    ``threading.Event.set`` takes the event's lock, and a handler runs in the main thread between
+    two bytecodes, possibly inside ``Event.wait`` while that thread holds the same lock: the
+    handler then blocks forever. Seen as a watcher still running 30 s after SIGTERM. Here the flag
+    is a plain attribute and waiters sleep in ``select`` on a pipe that ``set`` writes one byte to
+    (``os.write`` is async-signal-safe); the byte is never read, so the pipe stays readable and
+    every waiter, in any thread, wakes at once and for good.
+    """
+
+    def __init__(self) -> None:
+        self._set = False
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._write_fd, False)
+        weakref.finalize(self, _close_all, self._read_fd, self._write_fd)
+
+    def set(self) -> None:
+        if not self._set:
+            self._set = True
+            os.write(self._write_fd, b"x")
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Sleep until set or ``timeout`` seconds passed; whether it is set."""
+        if not self._set:
+            select.select([self._read_fd], [], [], timeout)
+        return self._set
+
+
+def _close_all(*fds: int) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
+def stop_on_signals(*, interrupt: bool = False) -> StopFlag:
     """Make SIGINT, SIGTERM and SIGHUP all mean "stop" in this process; call from the main thread.
 
-    Each sets the returned event, for loops that wait on it. With ``interrupt`` the first one also
+    Each sets the returned flag, for loops that wait on it. With ``interrupt`` the first one also
     raises KeyboardInterrupt in the main thread, as Ctrl-C does, so that code blocked anywhere
-    unwinds through the ``finally`` blocks that stop its children; later ones only set the event,
+    unwinds through the ``finally`` blocks that stop its children; later ones only set the flag,
     so a second signal cannot break off that stopping. Without this, SIGTERM and SIGHUP end Python
     at once and every child process (in its own session) is left running.
     """
-    stop = threading.Event()
+    stop = StopFlag()
 
     def handle(signum: int, frame: object) -> None:
         first = not stop.is_set()
