@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import select
 import signal
+import time
 import weakref
 
 
@@ -66,10 +67,23 @@ class StopFlag:
         return self._set
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Sleep until set or ``timeout`` seconds passed; whether it is set."""
-        if not self._set:
-            select.select([self._read_fd], [], [], timeout)
+        """Sleep until set or ``timeout`` seconds passed; whether it is set.
+
+        Sleeps in slices of at most :data:`_WAKE_S`: a signal the kernel delivers to another thread
+        (any thread may take a process's signal) does not interrupt the main thread's ``select``,
+        and Python runs the handler only when the main thread next executes bytecode.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._set:
+            left = _WAKE_S if deadline is None else min(_WAKE_S, deadline - time.monotonic())
+            if left <= 0:
+                break
+            select.select([self._read_fd], [], [], left)
         return self._set
+
+
+#: Longest sleep of :meth:`StopFlag.wait` between two chances for a pending signal handler to run.
+_WAKE_S = 0.5
 
 
 def _close_all(*fds: int) -> None:

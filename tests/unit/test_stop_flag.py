@@ -38,6 +38,31 @@ def test_a_handler_setting_the_flag_inside_wait_does_not_deadlock() -> None:
     assert int(done.stdout) > 100  # the handlers really ran, over and over
 
 
+# The kernel may hand a process's signal to any of its threads (numpy's BLAS threads, a server's
+# request threads); the handler must still run and the main thread's unbounded wait must end.
+OTHER_THREAD = textwrap.dedent(
+    """
+    import signal, threading, time
+    from cosmic_dagster.domain.processes import StopFlag
+
+    flag = StopFlag()
+    signal.signal(signal.SIGTERM, lambda signum, frame: flag.set())
+
+    def deliver_here():
+        time.sleep(0.2)
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)  # to this thread, not the main one
+
+    threading.Thread(target=deliver_here, daemon=True).start()
+    print(flag.wait())
+    """
+)
+
+
+def test_a_signal_taken_by_another_thread_ends_an_unbounded_wait() -> None:
+    done = subprocess.run([sys.executable, "-c", OTHER_THREAD], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout.strip()) == (0, "True"), done.stderr
+
+
 def test_wait_times_out_unset_and_returns_at_once_when_set() -> None:
     flag = StopFlag()
     assert flag.wait(0.01) is False
