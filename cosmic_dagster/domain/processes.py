@@ -46,7 +46,8 @@ class StopFlag:
 
     ``threading.Event.set`` takes the event's lock, and a handler runs in the main thread between
     two bytecodes, possibly inside ``Event.wait`` while that thread holds the same lock: the
-    handler then blocks forever. Seen as a watcher still running 30 s after SIGTERM. Here the flag
+    handler then blocks forever (the likely cause of a watcher still running 30 s after SIGTERM in
+    CI; ``tests/unit/test_stop_flag.py`` shows the deadlock with an Event). Here the flag
     is a plain attribute and waiters sleep in ``select`` on a pipe that ``set`` writes one byte to
     (``os.write`` is async-signal-safe); the byte is never read, so the pipe stays readable and
     every waiter, in any thread, wakes at once and for good.

@@ -56,7 +56,7 @@ class Command:
         self.token = uuid.uuid4().hex
         full_env = {**os.environ, **(env or {}), MARK: self.token, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", *argv],
+            [sys.executable, "-X", "faulthandler", "-m", *argv],  # SIGABRT dumps every thread's stack
             env=full_env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -92,9 +92,22 @@ class Command:
         try:
             return self.proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)  # where it hangs, for the failure message
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(10)
             raise AssertionError(
-                f"still running {timeout_s:.0f} s after {signal.Signals(signum).name}"
+                f"still running {timeout_s:.0f} s after {signal.Signals(signum).name}; "
+                f"its last output:\n{self.drain()[-4000:]}"
             ) from None
+
+    def drain(self) -> str:
+        """Everything it printed so far."""
+        time.sleep(0.5)  # let the reader thread catch up with the last lines
+        while True:
+            try:
+                self.output.append(self.lines.get_nowait())
+            except queue.Empty:
+                return "".join(self.output)
 
     def left_behind(self) -> list[int]:
         """Marked processes still there a moment after the command exited (children being reaped)."""
