@@ -1,4 +1,5 @@
-"""The stop flag a signal handler sets must never deadlock its own thread (a watcher once ignored SIGTERM)."""
+"""The stop flag a signal handler sets must never deadlock its own thread (the likely cause of a watcher
+that ignored SIGTERM in CI), nor miss a signal another thread took."""
 
 from __future__ import annotations
 
