@@ -47,9 +47,10 @@ class Limits:
     defocus) to this degree: |Σ I e^{iφ}| / ΣI over the pupil, 1 for an ideal beam."""
     max_rise: float = 1.5
     """The final Fourier error may be at most this many times the best of the history."""
-    intensity_balance: tuple[float, float] = (0.8, 1.25)
-    """Model counts / measured counts (over usable pixels) must lie in this range."""
-    min_coverage: float = 2.3
+    intensity_balance: tuple[float, float] = (0.9, 1.25)
+    """Model counts / measured counts (over usable pixels) must lie in this range (below it an
+    amplitude engine at low counts has dropped the weak scattering that carries the fine detail)."""
+    min_coverage: float = 2.5
     """Frames covering each scanned pixel, on average (neighbouring positions must overlap)."""
     min_dose: float = 40.0
     """Photons per scanned object pixel, in total."""
@@ -316,7 +317,8 @@ def judge(signals: Signals, limits: Limits = LIMITS) -> Verdict:
             return Verdict(
                 False,
                 f"the model puts {fit.intensity_balance:.2f}x the measured photons on the detector "
-                f"(allowed {low:g}..{high:g}): probe or object scale is off",
+                f"(allowed {low:g}..{high:g}): probe or object scale is off, or the counts are too low "
+                "for the engine and the weak scattering that carries the fine detail was lost",
                 "intensity_balance",
             )
     if signals.coverage is not None and not signals.coverage >= limits.min_coverage:
