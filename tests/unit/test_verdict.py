@@ -58,6 +58,7 @@ def test_a_model_of_the_opposite_fft_convention_is_scored_mirrored() -> None:
         (Signals([1, 0.01], True, Fit(0.2, 0.01, 1.0)), "error_to_noise_floor", "20.0x what photon noise"),
         (Signals([1, 0.01], True, Fit(0.003, 0.01, 1.0)), "error_to_noise_floor", "fitting the noise"),
         (Signals([1, 0.01], True, Fit(0.012, 0.01, 1.0), coverage=1.4), "coverage", "too little overlap"),
+        (Signals([1, 0.01], True, Fit(0.012, 0.01, 1.0), coverage=2.4), "coverage", "seen by 2.4 frames"),
         (Signals([1, 0.01], True, Fit(0.012, 0.01, 1.0), dose=20.0), "dose", "too few photons"),
         (Signals([1, 0.01], True, Fit(0.012, 0.01, 3.0)), "intensity_balance", "3.00x the measured photons"),
         (Signals([1, 0.01], True, Fit(0.009, 0.01, 0.87)), "intensity_balance", "weak scattering"),
