@@ -145,6 +145,8 @@ class Outcome:
     chosen_um: float
     focus_s: float
     recon_s: float
+    binning: int
+    """The engine's detector binning (1: none; :mod:`cosmic_dagster.ptycho.lowcount`)."""
 
     @property
     def ill_posed(self) -> str:
@@ -182,6 +184,7 @@ def run_case(case: Case, engine: str = "epie") -> Outcome:
         chosen_um=recon.focus.defocus_m * 1e6,
         focus_s=recon.focus.seconds,
         recon_s=recon.seconds,
+        binning=int(recon.params["detector_binning"] or 1),
     )
 
 
@@ -306,9 +309,20 @@ def main() -> None:
         f"successes {_median(r for e, r in above if e <= SUCCESS)}, "
         f"failures {_median(r for e, r in above if e > SUCCESS)}"
     )
+    binned = [o for o in normal if o.binning > 1]
+    factors = defaultdict(int)
+    for o in binned:
+        factors[o.binning] += 1
+    by_factor = ", ".join(f"{k}x{k}: {n}" for k, n in sorted(factors.items())) or "-"
+    print(
+        f"detector binning: {len(binned)} scans ({by_factor}), "
+        f"success {tally(binned)['success']:.2f} of their well-posed"
+    )
     print(
         f"auto-focus: right sign {sign_right}/{len(normal)}, cost median {statistics.median(ratio):.2f}x "
-        f"(max {max(ratio):.2f}x) one plain run"
+        f"(max {max(ratio):.2f}x) one plain run; "
+        f"unbinned runs {_spread(o for o in normal if o.binning == 1)}, "
+        f"binned runs {_spread(binned)} (a binned run is about b² times faster)"
     )
     print(
         f"RESULT cases={len(normal)} success_rate={total['success']:.3f} "
@@ -317,8 +331,15 @@ def main() -> None:
         f"wrong_defocus_runs={len(wrong)} "
         f"noise_limit_ratio_median={limit_ratio:.1f} "
         f"wrong_defocus_passed={wrong_pass} focus_cost_median={statistics.median(ratio):.2f} "
+        f"binned={len(binned)} "
         f"wall_s={wall:.0f} engine={args.engine}"
     )
+
+
+def _spread(outcomes: Iterable[Outcome]) -> str:
+    """Median and most of the auto-focus time over the run's."""
+    ratios = [o.focus_s / o.recon_s for o in outcomes if o.recon_s > 0]
+    return f"median {statistics.median(ratios):.2f}x, max {max(ratios):.2f}x" if ratios else "-"
 
 
 def _median(values: Iterable[float]) -> str:

@@ -305,6 +305,9 @@ def _recon_metadata(result: Reconstruction, compute: ComputeResource) -> dict[st
         meta["noise_floor"] = figures.get("noise_floor")
     if figures.get("beam_px") is not None:  # the beam's width on the sample, from the probe
         meta["beam_px"] = round(figures["beam_px"], 1)
+    binning = (summary.get("parameters") or {}).get("detector_binning")
+    if binning is not None:  # > 1: a low-count scan reconstructed from a binned detector
+        meta["detector_binning"] = binning
     focus = summary.get("probe_focus") or {}
     if focus.get("probe_defocus_um") is not None:
         meta["probe_defocus_um"] = round(focus["probe_defocus_um"], 2)

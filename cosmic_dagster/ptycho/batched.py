@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from cosmic_dagster.ptycho import cxi, epie, focus
+from cosmic_dagster.ptycho import cxi, epie, focus, lowcount
 from cosmic_dagster.ptycho import xp as backends
 
 ENGINE = "batched"
@@ -84,18 +84,27 @@ def reconstruct(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     be = backends.select(device) if backend is None else backend
     settings = _Settings(alpha, beta, object_regularisation, probe_regularisation, be, memory_budget_bytes)
+    cone = lowcount.measure_cone(scan)
     if probe_defocus_m is None:
 
-        def trial(patch: cxi.ScanData, defocus_m: float, iterations: int) -> tuple[np.ndarray, np.ndarray]:
-            recon = _reconstruct(patch, iterations, 1, defocus_m, seed, None, settings, None)
+        def trial(
+            patch: cxi.ScanData, defocus_m: float, trial_iterations: int
+        ) -> tuple[np.ndarray, np.ndarray]:
+            recon = epie.binned_run(
+                lambda s, z: _reconstruct(s, trial_iterations, 1, z, seed, None, settings, None),
+                patch,
+                defocus_m,
+                cone,
+            )
             return recon.object, recon.probe
 
-        chosen = focus.auto_focus(scan, trial, iterations)
+        chosen = focus.auto_focus(scan, trial, iterations, low_count=cone.low_count)
     else:
         chosen = focus.fixed(probe_defocus_m)
-    recon = _reconstruct(
-        scan, iterations, probe_refine_start, chosen.defocus_m, seed, batch_size, settings, progress
-    )
+    recon = epie.binned_run(
+        lambda s, z: _reconstruct(s, iterations, probe_refine_start, z, seed, batch_size, settings, progress),
+        scan, chosen.defocus_m, cone,
+    )  # fmt: skip
     return replace(recon, focus=chosen)
 
 

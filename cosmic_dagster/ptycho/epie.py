@@ -31,7 +31,7 @@ import numpy as np
 from scipy import fft
 
 from cosmic_dagster.files import atomic_path
-from cosmic_dagster.ptycho import cxi, focus, optics, outputs, quality
+from cosmic_dagster.ptycho import cxi, focus, lowcount, optics, outputs, quality
 from cosmic_dagster.ptycho.preview import write_preview
 
 ENGINE = "epie"
@@ -77,30 +77,58 @@ def reconstruct(
     ``alpha``/``beta`` are the object/probe step sizes (1 is the classic ePIE); the probe is
     refined from iteration ``probe_refine_start`` (0-based; ``>= iterations`` keeps it fixed).
     ``probe_defocus_m`` is how far the stored probe guess is propagated (None: chosen from the data
-    by :func:`~cosmic_dagster.ptycho.focus.auto_focus`, 0: use it as stored). ``fourier_error[i]``
-    is Σ(|Ψ| - √I)² / ΣI over the usable pixels of all frames during iteration ``i`` (before each
-    update). Iteration stops early once the error is not finite.
+    by :func:`~cosmic_dagster.ptycho.focus.auto_focus`, 0: use it as stored). Frames of few photons
+    per pixel under a small beam are binned (:mod:`~cosmic_dagster.ptycho.lowcount`; the factor is
+    ``params["detector_binning"]``). ``fourier_error[i]`` is Σ(|Ψ| - √I)² / ΣI over the usable
+    pixels of all frames (binned or not) during iteration ``i`` (before each update). Iteration
+    stops early once the error is not finite.
     """
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
     if not (alpha > 0 and beta > 0):
         raise ValueError(f"alpha and beta must be > 0, got {alpha} and {beta}")
+    cone = lowcount.measure_cone(scan)
     if probe_defocus_m is None:
-        chosen = focus.auto_focus(scan, _trial(alpha, beta, seed), iterations)
+        chosen = focus.auto_focus(scan, _trial(alpha, beta, seed, cone), iterations, low_count=cone.low_count)
     else:
         chosen = focus.fixed(probe_defocus_m)
-    recon = _reconstruct(scan, iterations, probe_refine_start, alpha, beta, chosen.defocus_m, seed, progress)
+    recon = binned_run(
+        lambda s, z: _reconstruct(s, iterations, probe_refine_start, alpha, beta, z, seed, progress),
+        scan, chosen.defocus_m, cone,
+    )  # fmt: skip
     return replace(recon, focus=chosen)
 
 
-def _trial(alpha: float, beta: float, seed: int) -> focus.Trial:
-    """A short ePIE run for the auto-focus: the probe refined from the second iteration."""
+def _trial(alpha: float, beta: float, seed: int, cone: lowcount.Cone) -> focus.Trial:
+    """A short ePIE run for the auto-focus: the probe refined from the second iteration, the frames
+    binned as a run at that defocus would bin them."""
 
     def run(patch: cxi.ScanData, defocus_m: float, iterations: int) -> tuple[np.ndarray, np.ndarray]:
-        recon = _reconstruct(patch, iterations, 1, alpha, beta, defocus_m, seed, None)
+        recon = binned_run(
+            lambda s, z: _reconstruct(s, iterations, 1, alpha, beta, z, seed, None), patch, defocus_m, cone
+        )
         return recon.object, recon.probe
 
     return run
+
+
+#: An engine run on a scan from its probe guess defocused by the given distance (0: as stored).
+Run = Callable[[cxi.ScanData, float], Reconstruction]
+
+
+def binned_run(run: Run, scan: cxi.ScanData, defocus_m: float, cone: lowcount.Cone) -> Reconstruction:
+    """``run`` on ``scan`` binned as :func:`lowcount.binning_factor` says (for any engine); the
+    result on the scan's own frame, its parameters saying the binning."""
+    factor = lowcount.binning_factor(scan, cone, defocus_m)
+    if factor == 1:
+        recon = run(scan, defocus_m)
+    else:
+        recon = run(lowcount.bin_scan(scan, factor, initial_probe(scan, defocus_m)), 0.0)
+        probe = lowcount.unbin_probe(recon.probe, scan.frames.shape[1:])
+        positions = np.rint(scan.positions_px).astype(np.int64)
+        illumination = quality.illumination(probe, positions, scan.object_shape)
+        recon = replace(recon, probe=probe, positions_px=positions, illumination=illumination)
+    return replace(recon, params={**recon.params, "probe_defocus_m": defocus_m, "detector_binning": factor})
 
 
 def _reconstruct(

@@ -76,9 +76,14 @@ def fixed(defocus_m: float) -> Focus:
     return Focus(defocus_m, "operator", f"fixed at {defocus_m * 1e6:+.1f} µm by the run configuration")
 
 
-def auto_focus(scan: cxi.ScanData, trial: Trial, run_iterations: int) -> Focus:
+def auto_focus(scan: cxi.ScanData, trial: Trial, run_iterations: int, *, low_count: bool = False) -> Focus:
     """Search the defocus with short trials of ``trial`` on a patch of ``scan``, costing about
-    :data:`COST_SHARE` of a run of ``run_iterations`` over all frames."""
+    :data:`COST_SHARE` of a run of ``run_iterations`` over all frames.
+
+    Trials are scored by the held-out frames' Fourier (amplitude) error, or with ``low_count``
+    (frames of a few photons per pixel, :mod:`~cosmic_dagster.ptycho.lowcount`) by their Poisson
+    deviance: there the amplitude error favours trials whose model lost photons.
+    """
     start = time.perf_counter()
     affordable = COST_SHARE * run_iterations * len(scan.frames) / (TRIALS * TRIAL_ITERATIONS)
     training_frames = max(MIN_TRAINING_FRAMES, math.floor(affordable))
@@ -92,10 +97,12 @@ def auto_focus(scan: cxi.ScanData, trial: Trial, run_iterations: int) -> Focus:
             with np.errstate(all="ignore"):
                 obj, probe = trial(training, defocus, TRIAL_ITERATIONS)
                 if np.isfinite(obj).all() and np.isfinite(probe).all():
-                    fit = verdict.model_fit(
-                        held_out.frames, obj, probe, held_out.positions_px, held_out.bad_pixels
+                    held = (held_out.frames, obj, probe, held_out.positions_px, held_out.bad_pixels)
+                    scores[defocus] = (
+                        verdict.poisson_deviance(*held)
+                        if low_count
+                        else verdict.model_fit(*held).fourier_error
                     )
-                    scores[defocus] = fit.fourier_error
                 else:
                     scores[defocus] = math.inf
         return scores[defocus]
@@ -112,9 +119,10 @@ def auto_focus(scan: cxi.ScanData, trial: Trial, run_iterations: int) -> Focus:
     best = min(scores, key=scores.__getitem__)
     other = min((s for z, s in scores.items() if z * best < 0), default=math.inf)
     margin = other / scores[best] if scores[best] > 0 else math.inf
+    measure = "Poisson deviance" if low_count else "Fourier error"
     reason = (
         f"{best * 1e6:+.1f} µm: of {len(scores)} trial reconstructions on {len(training.frames)} frames, "
-        f"it predicted {len(held_out.frames)} held-out frames best (Fourier error {scores[best]:.3g}); "
+        f"it predicted {len(held_out.frames)} held-out frames best ({measure} {scores[best]:.3g}); "
         f"the best of the other sign was {margin:.2f}x higher"
     )
     return Focus(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -21,6 +21,9 @@ from scipy import fft, special
 
 #: Above this many counts per pixel g(λ) is 1/4 - 5/(64 λ) to better than 1e-4.
 _ASYMPTOTIC_COUNTS = 200.0
+#: Counts a model pixel holds at least in the deviance (a model dark where a photon landed would
+#: otherwise score infinitely badly).
+_DEVIANCE_FLOOR = 1e-2
 
 
 @dataclass(frozen=True)
@@ -154,26 +157,11 @@ def model_fit(
     bad_pixels: np.ndarray | None = None,
     read_noise: float = 0.0,
 ) -> Fit:
-    """One forward pass of the final model against the frames (DC-centred, as COSMIC stores them).
-
-    Far field = orthonormal FFT of probe x object patch at each (row, column) top-left corner, the
-    convention of :mod:`cosmic_dagster.ptycho.optics`; a model that fits only the mirrored patterns
-    (the conjugate convention of another engine) is scored mirrored. Negative counts count as 0.
-    """
-    h, w = probe.shape
-    positions = np.rint(np.asarray(positions_px)).astype(np.int64)
-    good = None if bad_pixels is None else np.fft.ifftshift(~bad_pixels).astype(np.float64)
-    probe = probe.astype(np.complex64)
+    """One forward pass of the final model against the frames (see :func:`_far_fields`)."""
     sums = np.zeros(3)  # Σ(|Ψ|-a)², Σ(|Ψ(-q)|-a)², Σg(λ)
     measured = modelled = 0.0
-    buffer = np.empty((h, w), np.complex64)
-    for frame, (y, x) in zip(frames, positions.tolist(), strict=True):
-        np.multiply(probe, obj[y : y + h, x : x + w], out=buffer)
-        model = np.abs(fft.fft2(buffer, norm="ortho", workers=1)).astype(np.float64)
-        mirrored = np.roll(model[::-1, ::-1], 1, axis=(0, 1))
-        counts = np.maximum(np.fft.ifftshift(frame).astype(np.float64), 0)
+    for model, mirrored, counts, weight in _far_fields(frames, obj, probe, positions_px, bad_pixels):
         amplitude = np.sqrt(counts)
-        weight = 1.0 if good is None else good
         sums[0] += float(np.sum(weight * (model - amplitude) ** 2))
         sums[1] += float(np.sum(weight * (mirrored - amplitude) ** 2))
         sums[2] += float(np.sum(weight * poisson_sqrt_variance(model**2, read_noise)))
@@ -187,6 +175,54 @@ def model_fit(
         intensity_balance=modelled / total,
         twin=bool(twin),
     )
+
+
+def poisson_deviance(
+    frames: np.ndarray,
+    obj: np.ndarray,
+    probe: np.ndarray,
+    positions_px: np.ndarray,
+    bad_pixels: np.ndarray | None = None,
+) -> float:
+    """Σ λ - N + N log(N / λ) per usable pixel (λ the model's counts, N the measured): how unlikely
+    the counts are under the model. Unlike the amplitude error it is not biased towards a model
+    that holds too few photons when most counts are 0 or 1. Mirrored as :func:`model_fit` is."""
+    sums = np.zeros(2)
+    pixels = 0.0
+    for model, mirrored, counts, weight in _far_fields(frames, obj, probe, positions_px, bad_pixels):
+        information = special.xlogy(counts, counts) - counts
+        for k, amplitude in enumerate((model, mirrored)):
+            rate = amplitude**2 + _DEVIANCE_FLOOR
+            sums[k] += float(np.sum(weight * (rate + information - special.xlogy(counts, rate))))
+        pixels += float(np.sum(weight * np.ones_like(counts)))
+    return float(sums.min() / max(pixels, 1.0))
+
+
+def _far_fields(
+    frames: np.ndarray,
+    obj: np.ndarray,
+    probe: np.ndarray,
+    positions_px: np.ndarray,
+    bad_pixels: np.ndarray | None,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | float]]:
+    """Per frame, in FFT order: the model's far-field amplitude, the same mirrored, the counts
+    (negative ones as 0) and the usable-pixel weight.
+
+    Far field = orthonormal FFT of probe x object patch at each (row, column) top-left corner, the
+    convention of :mod:`cosmic_dagster.ptycho.optics`, frames DC-centred as COSMIC stores them; the
+    mirrored model is how a model that fits only the mirrored patterns (the conjugate convention
+    of another engine) is scored.
+    """
+    h, w = probe.shape
+    positions = np.rint(np.asarray(positions_px)).astype(np.int64)
+    weight = 1.0 if bad_pixels is None else np.fft.ifftshift(~bad_pixels).astype(np.float64)
+    probe = probe.astype(np.complex64)
+    buffer = np.empty((h, w), np.complex64)
+    for frame, (y, x) in zip(frames, positions.tolist(), strict=True):
+        np.multiply(probe, obj[y : y + h, x : x + w], out=buffer)
+        model = np.abs(fft.fft2(buffer, norm="ortho", workers=1)).astype(np.float64)
+        mirrored = np.roll(model[::-1, ::-1], 1, axis=(0, 1))
+        yield model, mirrored, np.maximum(np.fft.ifftshift(frame).astype(np.float64), 0), weight
 
 
 @dataclass(frozen=True)

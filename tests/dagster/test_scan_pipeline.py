@@ -66,6 +66,7 @@ def test_reconstruction_metadata_and_preview(defs, beamline):
     assert "held-out frames" in recon["probe_defocus_reason"] and recon["auto_focus_s"] >= 0
     assert 0.5 < recon["error_to_noise_floor"] < 2 and recon["noise_floor"] > 0
     assert 20 < recon["beam_px"] < 29  # the simulated beam is 24 px across
+    assert recon["detector_binning"] == 1  # the demo's counts are high: full frames
 
 
 def test_a_fixed_probe_defocus_is_recorded_as_the_operator_s(defs, beamline):

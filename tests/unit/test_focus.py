@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cosmic_dagster.ptycho import cxi, epie, focus, simulate
+from cosmic_dagster.ptycho import cxi, epie, focus, lowcount, simulate
 from cosmic_dagster.ptycho.simulate import SimulationSpec
 
 NAME = "NS_230216033_ccdframes_0_0.cxi"
@@ -22,7 +22,9 @@ def test_a_defocus_between_the_coarse_candidates_is_found(tmp_path: Path) -> Non
         defocus_m=31e-6, photons=2.5e6, seed=4, sample="particles",
     )  # fmt: skip
     scan = cxi.load_scan(simulate.write_scan(tmp_path / NAME, spec))
-    chosen = focus.auto_focus(scan, epie._trial(1.0, 1.0, 0), epie.DEFAULT_ITERATIONS)
+    chosen = focus.auto_focus(
+        scan, epie._trial(1.0, 1.0, 0, lowcount.measure_cone(scan)), epie.DEFAULT_ITERATIONS
+    )
     scores = dict(chosen.trials)
     assert 2**-0.25 <= chosen.defocus_m / 31e-6 <= 2**0.25, chosen.reason
     near_focus = min(scores[5e-6], scores[10e-6])
