@@ -184,7 +184,7 @@ def run_case(case: Case, engine: str = "epie") -> Outcome:
         chosen_um=recon.focus.defocus_m * 1e6,
         focus_s=recon.focus.seconds,
         recon_s=recon.seconds,
-        binning=int(recon.params["detector_binning"] or 1),
+        binning=int(recon.params["detector_binning"]),
     )
 
 

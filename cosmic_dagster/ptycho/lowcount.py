@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from cosmic_dagster.ptycho import cxi
+from cosmic_dagster.ptycho import cxi, optics
 
 #: Bin until a cone pixel holds this many photons per frame (where the amplitude bias is small) ...
 TARGET_PHOTONS_PER_PIXEL = 4.0
@@ -73,11 +73,9 @@ def beam_diameter_px(scan: cxi.ScanData, cone: Cone, defocus_m: float) -> float:
     """The beam's diameter on the sample (object pixels) at ``defocus_m``: the cone's geometric
     width there plus about the focal spot's, N / radius."""
     n = scan.frames.shape[-1]
-    pixel_m = scan.pixel_size_m[1]
-    cone_width = (
-        2 * abs(defocus_m) * cone.radius_px * n * pixel_m**2 / (scan.wavelength_m * scan.distance_m**2)
-    )
-    return cone_width + n / max(cone.radius_px, 1.0)
+    pixel_m = scan.object_pixel_size_m[0]
+    cone_width_m = optics.beam_diameter_m(defocus_m, scan.wavelength_m, cone.radius_px / (n * pixel_m))
+    return cone_width_m / pixel_m + n / max(cone.radius_px, 1.0)
 
 
 def binning_factor(scan: cxi.ScanData, cone: Cone, defocus_m: float) -> int:

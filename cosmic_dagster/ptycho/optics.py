@@ -37,6 +37,12 @@ def object_pixel_size_m(energy_ev: float, distance_m: float, detector_pixel_m: f
     return wavelength_m(energy_ev) * distance_m / (n_pixels * detector_pixel_m)
 
 
+def beam_diameter_m(defocus_m: float, wavelength_m: float, pupil_radius_per_m: float) -> float:
+    """A zone-plate beam's width ``defocus_m`` from its focus: 2 |z| λ q_max, q_max the pupil's
+    radius as a spatial frequency (the cone's half-angle over λ)."""
+    return 2 * abs(defocus_m) * wavelength_m * pupil_radius_per_m
+
+
 def centred_frequencies(
     shape: tuple[int, int], pixel_m: tuple[float, float]
 ) -> tuple[np.ndarray, np.ndarray]:

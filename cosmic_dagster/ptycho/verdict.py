@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import fft, special
 
+from cosmic_dagster.ptycho import optics
+
 #: Above this many counts per pixel g(λ) is 1/4 - 5/(64 λ) to better than 1e-4.
 _ASYMPTOTIC_COUNTS = 200.0
 #: Counts a model pixel holds at least in the deviance (a model dark where a photon landed would
@@ -188,14 +190,13 @@ def poisson_deviance(
     the counts are under the model. Unlike the amplitude error it is not biased towards a model
     that holds too few photons when most counts are 0 or 1. Mirrored as :func:`model_fit` is."""
     sums = np.zeros(2)
-    pixels = 0.0
     for model, mirrored, counts, weight in _far_fields(frames, obj, probe, positions_px, bad_pixels):
         information = special.xlogy(counts, counts) - counts
         for k, amplitude in enumerate((model, mirrored)):
             rate = amplitude**2 + _DEVIANCE_FLOOR
             sums[k] += float(np.sum(weight * (rate + information - special.xlogy(counts, rate))))
-        pixels += float(np.sum(weight * np.ones_like(counts)))
-    return float(sums.min() / max(pixels, 1.0))
+    usable = probe.size if bad_pixels is None else int(np.count_nonzero(~bad_pixels))
+    return float(sums.min() / max(len(frames) * usable, 1))
 
 
 def _far_fields(
@@ -267,7 +268,9 @@ def probe_shape(
     step = 2 * max_defocus_m / 150
     best = max(np.linspace(best - step, best + step, 9), key=coherence)
     q_max = math.sqrt(float(np.percentile(q2, 99)))
-    return ProbeShape(coherence(best), float(best), 2 * abs(best) * wavelength_m * q_max / min(dy, dx))
+    return ProbeShape(
+        coherence(best), float(best), optics.beam_diameter_m(best, wavelength_m, q_max) / min(dy, dx)
+    )
 
 
 def coverage_and_dose(
