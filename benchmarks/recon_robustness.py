@@ -41,7 +41,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from cosmic_dagster.ptycho import batched, cxi, epie, layout, quality, simulate
+from cosmic_dagster.ptycho import batched, cxi, epie, layout, quality, simulate, verdict
 from cosmic_dagster.ptycho import xp as backends
 from cosmic_dagster.ptycho.simulate import SimulationSpec
 
@@ -139,6 +139,8 @@ class Outcome:
     """The object error no unbiased engine can beat on this scan (:func:`quality.noise_limited_error`)."""
     ok: bool
     signal: str
+    doubtful: bool
+    """Passed, but with a signal within :attr:`verdict.Limits.doubt_margin` of its limit."""
     error_to_floor: float
     signals: dict
     object_error: float
@@ -178,6 +180,7 @@ def run_case(case: Case, engine: str = "epie") -> Outcome:
         noise_limit=quality.noise_limited_error(scan.ground_truth, true_probe, scan.positions_px),
         ok=assessment.verdict.ok,
         signal=assessment.verdict.signal,
+        doubtful=assessment.verdict.doubtful,
         error_to_floor=fit.error_to_floor if fit else math.inf,
         signals=assessment.signals.to_summary(),
         object_error=error,
@@ -235,6 +238,7 @@ def tally(outcomes: list[Outcome]) -> dict[str, float]:
         "n": len(outcomes),
         "success": sum(o.object_error <= SUCCESS for o in well) / max(len(well), 1),
         "false_pass": sum(o.ok and o.object_error > FALSE_PASS for o in outcomes),
+        "false_pass_clear": sum(o.ok and not o.doubtful and o.object_error > FALSE_PASS for o in outcomes),
         "false_fail": sum(not o.ok and o.object_error <= SUCCESS for o in outcomes) / max(len(outcomes), 1),
         "false_fail_well_posed": sum(not o.ok and o.object_error <= SUCCESS for o in well)
         / max(len(well), 1),
@@ -270,7 +274,7 @@ def main() -> None:
                 f"ph={s.photons:8.2g} dose={s.photons / s.step_px**2:8.3g} bg={s.background:.2g} "
                 f"dark={s.dark_frames} {s.sample:12s} fft={s.fft_sign:+d} ov={o.case.overlap:.2f} "
                 f"err={o.object_error:.3f} limit={o.noise_limit:.3f} e/f={o.error_to_floor:7.2f} "
-                f"ok={o.ok!s:5} {o.signal}"
+                f"ok={o.ok!s:5} {o.signal or ('doubtful' if o.doubtful else '')}"
             )
     print(
         f"{len(drawn)} cases + {len(wrong)} with a wrong fixed defocus, "
@@ -309,6 +313,13 @@ def main() -> None:
         f"successes {_median(r for e, r in above if e <= SUCCESS)}, "
         f"failures {_median(r for e, r in above if e > SUCCESS)}"
     )
+    doubtful = [o for o in normal if o.doubtful]
+    doubtful_wrong = sum(o.object_error > FALSE_PASS for o in doubtful)
+    print(
+        f"doubtful passes (a signal within {100 * verdict.LIMITS.doubt_margin:g} % of its limit): "
+        f"{len(doubtful)} of {sum(o.ok for o in normal)} passes, {doubtful_wrong} of them wrong "
+        f"(object error > {FALSE_PASS:g}); clear passes wrong: {int(total['false_pass_clear'])}"
+    )
     binned = [o for o in normal if o.binning > 1]
     factors = defaultdict(int)
     for o in binned:
@@ -326,7 +337,8 @@ def main() -> None:
     )
     print(
         f"RESULT cases={len(normal)} success_rate={total['success']:.3f} "
-        f"false_pass={int(total['false_pass'])} false_fail={total['false_fail']:.3f} "
+        f"false_pass={int(total['false_pass'])} false_pass_clear={int(total['false_pass_clear'])} "
+        f"doubtful={len(doubtful)} false_fail={total['false_fail']:.3f} "
         f"false_fail_well_posed={total['false_fail_well_posed']:.3f} ill_posed={len(ill)} "
         f"wrong_defocus_runs={len(wrong)} "
         f"noise_limit_ratio_median={limit_ratio:.1f} "

@@ -14,7 +14,13 @@ from cosmic_dagster.transfer.protocol import CopyOutcome
 
 
 def _evaluation(
-    asset: str, name: str, key: str, passed: bool, description: str, metadata: dict
+    asset: str,
+    name: str,
+    key: str,
+    passed: bool,
+    description: str,
+    metadata: dict,
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
 ) -> dg.AssetCheckEvaluation:
     return dg.AssetCheckEvaluation(
         asset_key=dg.AssetKey(asset),
@@ -23,7 +29,7 @@ def _evaluation(
         metadata={k: dg.MetadataValue.text(str(v)) if v is None else v for k, v in metadata.items()},
         partition=key,
         target_materialization_data=None,
-        severity=dg.AssetCheckSeverity.ERROR,
+        severity=severity,
         description=description,
     )
 
@@ -54,7 +60,10 @@ def copy_check(pipeline: ScanPipeline, key: str, outcome: CopyOutcome) -> dg.Ass
 def reconstruction_check(
     key: str, result: Reconstruction, *, max_object_error: float
 ) -> dg.AssetCheckEvaluation:
-    """Output exists and is finite; quality within bounds (a diverged reconstruction fails)."""
+    """Output exists and is finite; quality within bounds (a diverged reconstruction fails).
+
+    A pass the verdict calls doubtful (a signal at the edge of its limit) fails as a *warning*:
+    the image may be used, but an operator should look at it first."""
     summary = result.summary
     problems: list[str] = []
     output = Path(result.output)
@@ -71,12 +80,19 @@ def reconstruction_check(
     object_error = summary.get("object_error")
     if object_error is not None and not (math.isfinite(object_error) and object_error <= max_object_error):
         problems.append(f"object error {object_error:.3f} > {max_object_error}")
-    description = "; ".join(problems) if problems else "finite output, converged, within bounds"
+    doubt = summary.get("verdict_doubt") or ""
+    severity = dg.AssetCheckSeverity.ERROR
+    if problems:
+        description = "; ".join(problems)
+    elif doubt:
+        description, severity = f"verdict ok but {doubt}: look at the image", dg.AssetCheckSeverity.WARN
+    else:
+        description = "finite output, converged, within bounds"
     return _evaluation(
         names.RECONSTRUCTION,
         names.QUALITY_CHECK,
         key,
-        not problems,
+        not problems and not doubt,
         description,
         {
             "fourier_error_final": summary.get("fourier_error_final"),
@@ -85,5 +101,8 @@ def reconstruction_check(
             "max_object_error": max_object_error,
             "error_to_noise_floor": figures.get("error_to_noise_floor"),
             "failed_signal": summary.get("verdict_signal") or None,
+            "closest_signal": summary.get("verdict_closest") or None,
+            "closest_signal_margin": summary.get("verdict_margin"),
         },
+        severity,
     )

@@ -421,6 +421,9 @@ def _run(args: argparse.Namespace, engine: str, run: EngineRun) -> int:
         "verdict_ok": judged.ok,
         "verdict_reason": judged.reason,
         "verdict_signal": judged.signal,
+        "verdict_doubt": judged.doubt,
+        "verdict_closest": judged.closest,
+        "verdict_margin": judged.margin,
         "quality": assessment.signals.to_summary(),
         "probe_focus": recon.focus.to_summary(),
         "output": str(output),
@@ -435,7 +438,7 @@ def _run(args: argparse.Namespace, engine: str, run: EngineRun) -> int:
     if args.summary is not None:
         outputs.write_summary(args.summary, summary)
     object_text = "" if error is None else f", object error {error:.4f}"
-    verdict_text = "ok" if judged.ok else "NOT OK"
+    verdict_text = ("ok, " + judged.doubt if judged.doubt else "ok") if judged.ok else "NOT OK"
     print(
         f"{engine}: done in {recon.seconds:.2f} s{object_text}; verdict {verdict_text}: {judged.reason}",
         flush=True,

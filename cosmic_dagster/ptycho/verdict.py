@@ -30,11 +30,23 @@ _DEVIANCE_FLOOR = 1e-2
 
 @dataclass(frozen=True)
 class Verdict:
-    """``signal`` names the failing signal ("" when ok); ``reason`` says it in an operator's words."""
+    """``signal`` names the failing signal ("" when ok); ``reason`` says it in an operator's words.
+
+    A pass with a signal within :attr:`Limits.doubt_margin` of its limit is *doubtful*: ``doubt``
+    says which (wrong images that pass sit there far more often than right ones)."""
 
     ok: bool
     reason: str
     signal: str = ""
+    doubt: str = ""
+    closest: str = ""
+    """The signal nearest its limit (of a pass) ..."""
+    margin: float | None = None
+    """... and its room: the distance to the limit over the limit (1 - coherence for coherence)."""
+
+    @property
+    def doubtful(self) -> bool:
+        return self.ok and bool(self.doubt)
 
 
 @dataclass(frozen=True)
@@ -65,6 +77,8 @@ class Limits:
     max_amplitude_spread: float = 8.0
     """99.9th percentile over median of the object's amplitude in the lit region (a transmission
     has no hot spots; a diverging or noise-fitting reconstruction does)."""
+    doubt_margin: float = 0.05
+    """A pass with a signal this close to its limit (relative) is doubtful."""
 
 
 LIMITS = Limits()
@@ -313,7 +327,8 @@ def amplitude_spread(obj: np.ndarray, lit: np.ndarray) -> float:
 
 
 def judge(signals: Signals, limits: Limits = LIMITS) -> Verdict:
-    """The first failing signal, in order of how much it says: NaN, divergence, fit, physics."""
+    """The first failing signal, in order of how much it says: NaN, divergence, fit, physics; for a
+    pass, the signal nearest its limit (doubtful within :attr:`Limits.doubt_margin`)."""
     history = [float(e) for e in signals.fourier_error]
     if not signals.finite:
         return Verdict(False, "the reconstructed object or probe contains NaN or infinity", "finite")
@@ -401,4 +416,50 @@ def judge(signals: Signals, limits: Limits = LIMITS) -> Verdict:
         )
     drop = history[0] / final if final > 0 else math.inf
     fit_text = "" if fit is None else f", {fit.error_to_floor:.2f}x the photon-noise floor"
-    return Verdict(True, f"Fourier error fell {drop:.1f}x to {final:.3g}{fit_text}")
+    reason = f"Fourier error fell {drop:.1f}x to {final:.3g}{fit_text}"
+    rooms = _rooms(signals, limits)
+    if not rooms:
+        return Verdict(True, reason)
+    closest = min(rooms, key=lambda name: rooms[name][0])
+    margin, words = rooms[closest]
+    doubt = ""
+    if margin < limits.doubt_margin:
+        doubt = f"doubtful: {words}, within {limits.doubt_margin:.0%} of its limit"
+    return Verdict(True, reason, doubt=doubt, closest=closest, margin=margin)
+
+
+def _rooms(signals: Signals, limits: Limits) -> dict[str, tuple[float, str]]:
+    """Per signal of a pass: (distance to its limit over the limit, the figure in words)."""
+    rooms: dict[str, tuple[float, str]] = {}
+    fit = signals.fit
+    if fit is not None:
+        allowed = limits.max_error_to_floor * fit.noise_floor + limits.model_tolerance
+        rooms["error_to_noise_floor"] = (
+            min(1 - fit.fourier_error / allowed, fit.error_to_floor / limits.min_error_to_floor - 1),
+            f"the fit is {fit.error_to_floor:.2f}x the photon-noise floor",
+        )
+        low, high = limits.intensity_balance
+        rooms["intensity_balance"] = (
+            min(fit.intensity_balance / low - 1, 1 - fit.intensity_balance / high),
+            f"the model holds {fit.intensity_balance:.3f}x the measured photons",
+        )
+    lower_limits = (
+        ("coverage", signals.coverage, limits.min_coverage, "{:.2f} frames cover each point"),
+        ("dose", signals.dose, limits.min_dose, "{:.0f} photons per object pixel"),
+        ("beam_size", signals.beam_px, limits.min_beam_px, "the beam is {:.1f} pixels across"),
+    )
+    for name, value, limit, words in lower_limits:
+        if value is not None:
+            rooms[name] = (value / limit - 1, words.format(value))
+    if signals.probe_coherence is not None:
+        incoherence, allowed_incoherence = 1 - signals.probe_coherence, 1 - limits.min_probe_coherence
+        rooms["probe_coherence"] = (
+            1 - incoherence / allowed_incoherence,
+            f"the probe's far-field phase is {signals.probe_coherence:.3f} coherent",
+        )
+    if signals.amplitude_spread is not None:
+        rooms["amplitude_spread"] = (
+            1 - signals.amplitude_spread / limits.max_amplitude_spread,
+            f"the brightest lit pixels are {signals.amplitude_spread:.1f}x the median",
+        )
+    return rooms

@@ -121,3 +121,24 @@ def test_a_good_fit_passes_even_if_the_error_fell_little() -> None:
     """Starting near the noise floor is no reason to fail (the old "fell >= 2x" rule did)."""
     judged = verdict.judge(Signals([0.03, 0.02], True, Fit(0.02, 0.015, 1.0), amplitude_spread=1.5))
     assert judged.ok and judged.signal == "" and "1.33x the photon-noise floor" in judged.reason
+
+
+def test_a_pass_at_the_edge_of_a_limit_is_doubtful_and_says_which() -> None:
+    """Wrong images that pass sit at a limit's edge far more often than right ones (docs)."""
+    edge = verdict.judge(
+        Signals([1, 0.01], True, Fit(0.012, 0.01, 0.91), coverage=4.0, probe_coherence=0.995)
+    )
+    assert edge.ok and edge.doubtful and edge.closest == "intensity_balance"
+    assert "0.910x the measured photons" in edge.doubt and "within 5%" in edge.doubt
+    assert edge.margin == pytest.approx(0.91 / 0.9 - 1)
+    clear = verdict.judge(
+        Signals([1, 0.01], True, Fit(0.012, 0.01, 1.0), coverage=4.0, probe_coherence=0.995)
+    )
+    assert clear.ok and not clear.doubtful and clear.doubt == "" and clear.margin is not None
+    assert clear.margin >= verdict.LIMITS.doubt_margin
+    # coherence has its room measured on 1 - coherence (0.98 allows 0.02 of incoherence)
+    coherent_edge = Signals([1, 0.01], True, Fit(0.012, 0.01, 1.0), coverage=4.0, probe_coherence=0.9805)
+    assert verdict.judge(coherent_edge).closest == "probe_coherence"
+    assert verdict.judge(coherent_edge).doubtful
+    failed = verdict.judge(Signals([1, 0.01], True, Fit(0.012, 0.01, 0.85)))
+    assert not failed.ok and not failed.doubtful and failed.closest == ""
