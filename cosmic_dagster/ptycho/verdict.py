@@ -80,6 +80,10 @@ class Limits:
     doubt_margin: float = 0.05
     """A pass with a signal this close to its limit (relative) is doubtful."""
 
+    def allowed_fourier_error(self, noise_floor: float) -> float:
+        """The most Fourier error a model may keep over data of this noise floor."""
+        return self.max_error_to_floor * noise_floor + self.model_tolerance
+
 
 LIMITS = Limits()
 
@@ -349,7 +353,7 @@ def judge(signals: Signals, limits: Limits = LIMITS) -> Verdict:
     fit = signals.fit
     if fit is not None:
         ratio = fit.error_to_floor
-        allowed = limits.max_error_to_floor * fit.noise_floor + limits.model_tolerance
+        allowed = limits.allowed_fourier_error(fit.noise_floor)
         if not fit.fourier_error <= allowed:
             return Verdict(
                 False,
@@ -433,7 +437,7 @@ def _rooms(signals: Signals, limits: Limits) -> dict[str, tuple[float, str]]:
     rooms: dict[str, tuple[float, str]] = {}
     fit = signals.fit
     if fit is not None:
-        allowed = limits.max_error_to_floor * fit.noise_floor + limits.model_tolerance
+        allowed = limits.allowed_fourier_error(fit.noise_floor)
         rooms["error_to_noise_floor"] = (
             min(1 - fit.fourier_error / allowed, fit.error_to_floor / limits.min_error_to_floor - 1),
             f"the fit is {fit.error_to_floor:.2f}x the photon-noise floor",
