@@ -305,11 +305,12 @@ class DagsterApi:
     def check_executions(
         self, asset: str, check: str, partition: str, limit: int = 1
     ) -> list[dict[str, Any]]:
-        """The latest executions of a check for one scan: ``status``, ``runId``, ``description``."""
+        """The latest executions of a check for one scan: ``status``, ``runId``, ``description``,
+        ``severity`` (of a failure: ``ERROR``, or ``WARN`` for one that blocks nothing)."""
         data = self.execute(
             """query($k: AssetKeyInput!, $c: String!, $p: String, $limit: Int!) {
                 assetCheckExecutions(assetKey: $k, checkName: $c, partition: $p, limit: $limit) {
-                  runId status timestamp evaluation { success description } } }""",
+                  runId status timestamp evaluation { success description severity } } }""",
             {"k": {"path": [asset]}, "c": check, "p": partition, "limit": limit},
         )["assetCheckExecutions"]
         return [
@@ -318,6 +319,7 @@ class DagsterApi:
                 "status": e["status"],
                 "timestamp": e["timestamp"],
                 "description": (e["evaluation"] or {}).get("description"),
+                "severity": (e["evaluation"] or {}).get("severity"),
             }
             for e in data
         ]

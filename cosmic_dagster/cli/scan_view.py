@@ -170,7 +170,7 @@ def scan_detail(api: DagsterApi, key: str, ui_url: str) -> ScanDetail:
     for asset, check in CHECKS:
         found = api.check_executions(asset, check, key)
         detail.checks[check] = (
-            {"status": found[0]["status"], "description": found[0]["description"]}
+            {"status": check_state(found[0]), "description": found[0]["description"]}
             if found
             else {"status": "never run"}
         )
@@ -186,6 +186,14 @@ def scan_detail(api: DagsterApi, key: str, ui_url: str) -> ScanDetail:
             }
         )
     return detail
+
+
+def check_state(execution: dict[str, Any]) -> str:
+    """A check execution's status, where a failure at WARN severity (a doubtful reconstruction:
+    it blocks nothing, an operator should look) reads ``WARNED``, not ``FAILED``."""
+    if execution["status"] == "FAILED" and execution.get("severity") == "WARN":
+        return "WARNED"
+    return str(execution["status"])
 
 
 def format_detail(detail: ScanDetail) -> str:

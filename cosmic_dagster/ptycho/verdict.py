@@ -272,9 +272,7 @@ def probe_shape(
     pupil = intensity > 0.1 * intensity.max()
     if not pupil.any():
         return ProbeShape(0.0, 0.0, 0.0)
-    dy, dx = pixel_m
-    qy = np.fft.fftshift(np.fft.fftfreq(probe.shape[0], d=dy))[:, None]
-    qx = np.fft.fftshift(np.fft.fftfreq(probe.shape[1], d=dx))[None, :]
+    qy, qx = optics.centred_frequencies(probe.shape, pixel_m)
     q2 = np.broadcast_to(qy**2 + qx**2, probe.shape)[pupil]
     weighted = intensity[pupil] * np.exp(1j * np.angle(spectrum[pupil]))
     total = float(intensity[pupil].sum())
@@ -287,7 +285,7 @@ def probe_shape(
     best = max(np.linspace(best - step, best + step, 9), key=coherence)
     q_max = math.sqrt(float(np.percentile(q2, 99)))
     return ProbeShape(
-        coherence(best), float(best), optics.beam_diameter_m(best, wavelength_m, q_max) / min(dy, dx)
+        coherence(best), float(best), optics.beam_diameter_m(best, wavelength_m, q_max) / min(pixel_m)
     )
 
 
@@ -350,120 +348,119 @@ def judge(signals: Signals, limits: Limits = LIMITS) -> Verdict:
             f"({best:.3g} at iteration {best_at + 1})",
             "divergence",
         )
+    bounds = _bounds(signals, limits)
+    for bound in bounds:
+        if not bound.holds:
+            return Verdict(False, bound.failure, bound.signal)
+    drop = history[0] / final if final > 0 else math.inf
+    fit_text = "" if signals.fit is None else f", {signals.fit.error_to_floor:.2f}x the photon-noise floor"
+    reason = f"Fourier error fell {drop:.1f}x to {final:.3g}{fit_text}"
+    if not bounds:
+        return Verdict(True, reason)
+    closest = min(bounds, key=lambda bound: bound.room)
+    doubt = ""
+    if closest.room < limits.doubt_margin:
+        doubt = f"doubtful: {closest.figure}, within {limits.doubt_margin:.0%} of its limit"
+    return Verdict(True, reason, doubt=doubt, closest=closest.signal, margin=closest.room)
+
+
+@dataclass(frozen=True)
+class _Bound:
+    """One limit on one signal: what fails a scan outside it, and how much room a pass has."""
+
+    signal: str
+    value: float
+    limit: float
+    upper: bool
+    """True: the value may be at most the limit; False: at least."""
+    failure: str
+    """The verdict's reason when the value is outside the limit."""
+    figure: str
+    """The value in words (what a doubt names)."""
+
+    @property
+    def holds(self) -> bool:
+        return self.value <= self.limit if self.upper else self.value >= self.limit  # NaN: False
+
+    @property
+    def room(self) -> float:
+        """Distance to the limit over the limit (negative outside it)."""
+        return 1 - self.value / self.limit if self.upper else self.value / self.limit - 1
+
+
+def _bounds(signals: Signals, limits: Limits) -> list[_Bound]:
+    """Every limit that applies to these signals, in the order :func:`judge` tests them (what says
+    most first: the fit, then the physics)."""
+    bounds: list[_Bound] = []
     fit = signals.fit
     if fit is not None:
         ratio = fit.error_to_floor
         allowed = limits.allowed_fourier_error(fit.noise_floor)
-        if not fit.fourier_error <= allowed:
-            return Verdict(
-                False,
+        fit_figure = f"the fit is {ratio:.2f}x the photon-noise floor"
+        low, high = limits.intensity_balance
+        balance_failure = (
+            f"the model puts {fit.intensity_balance:.2f}x the measured photons on the detector "
+            f"(allowed {low:g}..{high:g}): probe or object scale is off, or the counts are too low "
+            "for the engine and the weak scattering that carries the fine detail was lost"
+        )
+        balance_figure = f"the model holds {fit.intensity_balance:.3f}x the measured photons"
+        bounds += [
+            _Bound(
+                "error_to_noise_floor", fit.fourier_error, allowed, True,
                 f"the model does not explain the data: its Fourier error {fit.fourier_error:.3g} is "
                 f"{ratio:.1f}x what photon noise alone explains ({fit.noise_floor:.3g}; up to "
                 f"{allowed:.3g} passes); wrong probe defocus, positions or geometry?",
-                "error_to_noise_floor",
-            )
-        if ratio < limits.min_error_to_floor:
-            return Verdict(
-                False,
+                fit_figure,
+            ),
+            _Bound(
+                "error_to_noise_floor", ratio, limits.min_error_to_floor, False,
                 f"too few photons to trust the image: the model fits the data better than photon "
                 f"noise allows ({ratio:.2f}x the noise floor, at least {limits.min_error_to_floor:g}x "
                 "expected), so it is fitting the noise",
-                "error_to_noise_floor",
-            )
-        low, high = limits.intensity_balance
-        if not low <= fit.intensity_balance <= high:
-            return Verdict(
-                False,
-                f"the model puts {fit.intensity_balance:.2f}x the measured photons on the detector "
-                f"(allowed {low:g}..{high:g}): probe or object scale is off, or the counts are too low "
-                "for the engine and the weak scattering that carries the fine detail was lost",
-                "intensity_balance",
-            )
-    if signals.coverage is not None and not signals.coverage >= limits.min_coverage:
-        return Verdict(
-            False,
+                fit_figure,
+            ),
+            _Bound("intensity_balance", fit.intensity_balance, low, False, balance_failure, balance_figure),
+            _Bound("intensity_balance", fit.intensity_balance, high, True, balance_failure, balance_figure),
+        ]  # fmt: skip
+    if signals.coverage is not None:
+        bounds.append(_Bound(
+            "coverage", signals.coverage, limits.min_coverage, False,
             f"too little overlap between scan positions: each point was seen by {signals.coverage:.1f} "
             f"frames on average (at least {limits.min_coverage:g} needed); the image is not determined",
-            "coverage",
-        )
-    if signals.dose is not None and not signals.dose >= limits.min_dose:
-        return Verdict(
-            False,
+            f"{signals.coverage:.2f} frames cover each point",
+        ))  # fmt: skip
+    if signals.dose is not None:
+        bounds.append(_Bound(
+            "dose", signals.dose, limits.min_dose, False,
             f"too few photons for a reliable image: {signals.dose:.0f} per object pixel "
             f"(at least {limits.min_dose:g})",
-            "dose",
-        )
-    if signals.beam_px is not None and not signals.beam_px >= limits.min_beam_px:
-        return Verdict(
-            False,
+            f"{signals.dose:.0f} photons per object pixel",
+        ))  # fmt: skip
+    if signals.beam_px is not None:
+        bounds.append(_Bound(
+            "beam_size", signals.beam_px, limits.min_beam_px, False,
             f"the beam is nearly focused on the sample ({signals.beam_px:.1f} pixels across, at least "
             f"{limits.min_beam_px:g} needed): probe and object structure cannot be told apart; "
             "scan further from the focus",
-            "beam_size",
-        )
+            f"the beam is {signals.beam_px:.1f} pixels across",
+        ))  # fmt: skip
     coherence = signals.probe_coherence
-    if coherence is not None and not coherence >= limits.min_probe_coherence:
-        return Verdict(
-            False,
+    if coherence is not None:
+        # Measured on the incoherence, 1 - coherence: its room says how far from the limit a pass
+        # is (a coherence of 0.99 is half-way to the limit of 0.98, not 1 % from it).
+        bounds.append(_Bound(
+            "probe_coherence", 1 - coherence, 1 - limits.min_probe_coherence, True,
             f"the probe is not a focused beam: its far-field phase is only {coherence:.2f} coherent "
             f"(a zone-plate beam at any defocus: >= {limits.min_probe_coherence:g}); the engine "
             "started from a wrong probe defocus?",
-            "probe_coherence",
-        )
+            f"the probe's far-field phase is {coherence:.3f} coherent",
+        ))  # fmt: skip
     spread = signals.amplitude_spread
-    if spread is not None and not spread <= limits.max_amplitude_spread:
-        return Verdict(
-            False,
+    if spread is not None:
+        bounds.append(_Bound(
+            "amplitude_spread", spread, limits.max_amplitude_spread, True,
             f"the object has hot spots: its brightest lit pixels are {spread:.1f}x the median "
             f"amplitude (a transmission allows at most {limits.max_amplitude_spread:g}x)",
-            "amplitude_spread",
-        )
-    drop = history[0] / final if final > 0 else math.inf
-    fit_text = "" if fit is None else f", {fit.error_to_floor:.2f}x the photon-noise floor"
-    reason = f"Fourier error fell {drop:.1f}x to {final:.3g}{fit_text}"
-    rooms = _rooms(signals, limits)
-    if not rooms:
-        return Verdict(True, reason)
-    closest = min(rooms, key=lambda name: rooms[name][0])
-    margin, words = rooms[closest]
-    doubt = ""
-    if margin < limits.doubt_margin:
-        doubt = f"doubtful: {words}, within {limits.doubt_margin:.0%} of its limit"
-    return Verdict(True, reason, doubt=doubt, closest=closest, margin=margin)
-
-
-def _rooms(signals: Signals, limits: Limits) -> dict[str, tuple[float, str]]:
-    """Per signal of a pass: (distance to its limit over the limit, the figure in words)."""
-    rooms: dict[str, tuple[float, str]] = {}
-    fit = signals.fit
-    if fit is not None:
-        allowed = limits.allowed_fourier_error(fit.noise_floor)
-        rooms["error_to_noise_floor"] = (
-            min(1 - fit.fourier_error / allowed, fit.error_to_floor / limits.min_error_to_floor - 1),
-            f"the fit is {fit.error_to_floor:.2f}x the photon-noise floor",
-        )
-        low, high = limits.intensity_balance
-        rooms["intensity_balance"] = (
-            min(fit.intensity_balance / low - 1, 1 - fit.intensity_balance / high),
-            f"the model holds {fit.intensity_balance:.3f}x the measured photons",
-        )
-    lower_limits = (
-        ("coverage", signals.coverage, limits.min_coverage, "{:.2f} frames cover each point"),
-        ("dose", signals.dose, limits.min_dose, "{:.0f} photons per object pixel"),
-        ("beam_size", signals.beam_px, limits.min_beam_px, "the beam is {:.1f} pixels across"),
-    )
-    for name, value, limit, words in lower_limits:
-        if value is not None:
-            rooms[name] = (value / limit - 1, words.format(value))
-    if signals.probe_coherence is not None:
-        incoherence, allowed_incoherence = 1 - signals.probe_coherence, 1 - limits.min_probe_coherence
-        rooms["probe_coherence"] = (
-            1 - incoherence / allowed_incoherence,
-            f"the probe's far-field phase is {signals.probe_coherence:.3f} coherent",
-        )
-    if signals.amplitude_spread is not None:
-        rooms["amplitude_spread"] = (
-            1 - signals.amplitude_spread / limits.max_amplitude_spread,
-            f"the brightest lit pixels are {signals.amplitude_spread:.1f}x the median",
-        )
-    return rooms
+            f"the brightest lit pixels are {spread:.1f}x the median",
+        ))  # fmt: skip
+    return bounds

@@ -1,7 +1,7 @@
 """Who launched a run, and the status table, without a server."""
 
 from cosmic_dagster import names
-from cosmic_dagster.cli.scan_view import ScanRow, format_table
+from cosmic_dagster.cli.scan_view import ScanRow, check_state, format_table
 from cosmic_dagster.domain.launches import launched_by
 
 
@@ -28,3 +28,10 @@ def test_status_table_has_one_aligned_row_per_scan_and_a_summary():
     assert lines[1].endswith("…") and len(lines[1]) < 160  # long reasons are clipped
     assert lines[3].split()[1:4] == ["detected", "waiting", "-"]
     assert lines[-1] == "3 scan(s): 1 done, 1 failed, 1 waiting"
+
+
+def test_a_check_failed_at_warn_severity_reads_as_a_warning():
+    """A doubtful reconstruction's quality check blocks nothing: ``show`` must not call it failed."""
+    assert check_state({"status": "FAILED", "severity": "WARN"}) == "WARNED"
+    assert check_state({"status": "FAILED", "severity": "ERROR"}) == "FAILED"
+    assert check_state({"status": "SUCCEEDED", "severity": "ERROR"}) == "SUCCEEDED"
