@@ -7,10 +7,16 @@ candidate defocus, tell them apart. Each trial is scored on frames it did *not* 
 central frames, held out): a wrong defocus can still fit the frames it was trained on (a too-large
 probe overlaps more and fits the noise), but it cannot predict the held-out ones. At high dose the
 score's valley around the right defocus is narrow (about ±20 %: a trial 1.4x off scores like a
-wrong one), so the search narrows in three rounds: both signs over a coarse ladder (factors of 2),
-then over its midpoints (both signs again: near focus both signs score alike, so the first round's
-winning sign is not yet evidence), then the winner's neighbours (factors of 2^¼). The search works
-with any engine that can run a short trial (:data:`Trial`).
+wrong one), so the candidates must come close.
+
+The search narrows in three rounds: both signs over a coarse ladder (factors of 2), then over
+its midpoints (both signs again: near focus both signs score alike, so the first round's winning
+sign is not yet evidence), then the winner's neighbours (factors of 2^¼). Where the beam is wide
+enough for the bright-field image to move geometrically with the sample
+(:mod:`~cosmic_dagster.ptycho.parallax`, no reconstruction needed), the defocus that motion says
+joins the candidates with its neighbours (factors of 2^±¼): on such beams the ladder's coarse
+steps can miss the narrow valley, even its sign. The search works with any
+engine that can run a short trial (:data:`Trial`).
 """
 
 from __future__ import annotations
@@ -23,13 +29,17 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from cosmic_dagster.ptycho import cxi, verdict
+from cosmic_dagster.ptycho import cxi, parallax, verdict
 
 #: Coarse candidate magnitudes (m), COSMIC's range; each is tried with both signs.
 LADDER_M = (5e-6, 10e-6, 20e-6, 40e-6)
-#: Trials of a search: the coarse ladder and its midpoints, with both signs, then the winner's two
-#: neighbours.
-TRIALS = 2 * len(LADDER_M) + 2 * (len(LADDER_M) - 1) + 2
+#: Each parallax seed is tried at these factors.
+SEED_FACTORS = (2**-0.25, 1.0, 2**0.25)
+#: Trials of the ladder: the coarse ladder and its midpoints, with both signs, then the winner's two
+#: neighbours ...
+LADDER_TRIALS = 2 * len(LADDER_M) + 2 * (len(LADDER_M) - 1) + 2
+#: ... and the most a search runs, with the parallax's seeds.
+TRIALS = LADDER_TRIALS + parallax.SEEDS * len(SEED_FACTORS)
 #: Most frames a trial uses (a compact patch around the scan's centre) ...
 TRIAL_FRAMES = 20
 #: ... of which this fraction (at least one), the most central, is held out to score it.
@@ -60,6 +70,8 @@ class Focus:
     sign_margin: float | None = None
     """Best score of the other sign / best score (>1: the sign was clear)."""
     seconds: float = 0.0
+    parallax_m: tuple[float, ...] = ()
+    """The defocus values the bright-field parallax suggested (seeds of the trials; () if none)."""
 
     def to_summary(self) -> dict[str, object]:
         return {
@@ -69,6 +81,7 @@ class Focus:
             "trials_um": [[z * 1e6, score] for z, score in self.trials],
             "sign_margin": self.sign_margin,
             "seconds": self.seconds,
+            "parallax_um": [z * 1e6 for z in self.parallax_m],
         }
 
 
@@ -76,9 +89,19 @@ def fixed(defocus_m: float) -> Focus:
     return Focus(defocus_m, "operator", f"fixed at {defocus_m * 1e6:+.1f} µm by the run configuration")
 
 
-def auto_focus(scan: cxi.ScanData, trial: Trial, run_iterations: int, *, low_count: bool = False) -> Focus:
-    """Search the defocus with short trials of ``trial`` on a patch of ``scan``, costing about
+def auto_focus(
+    scan: cxi.ScanData,
+    trial: Trial,
+    run_iterations: int,
+    *,
+    low_count: bool = False,
+    seeds: tuple[float, ...] | None = None,
+) -> Focus:
+    """Search the defocus with short trials of ``trial`` on a patch of ``scan``, costing at most
     :data:`COST_SHARE` of a run of ``run_iterations`` over all frames.
+
+    ``seeds`` are defocus values (m) to try besides the ladder (None: the bright-field parallax's,
+    if any).
 
     Trials are scored by the held-out frames' Fourier (amplitude) error, or with ``low_count``
     (frames of a few photons per pixel, :mod:`~cosmic_dagster.ptycho.lowcount`) by their Poisson
@@ -107,23 +130,25 @@ def auto_focus(scan: cxi.ScanData, trial: Trial, run_iterations: int, *, low_cou
                     scores[defocus] = math.inf
         return scores[defocus]
 
-    for magnitude in LADDER_M:
-        for sign in (1, -1):
-            score(sign * magnitude)
-    for low, high in itertools.pairwise(LADDER_M):
-        for sign in (1, -1):
-            score(sign * math.sqrt(low * high))
+    if seeds is None:
+        seeds = parallax.defocus_seeds(scan)
+    _ladder_search(score)
+    for seed in seeds:
+        for factor in SEED_FACTORS:
+            score(seed * factor)
     best = min(scores, key=scores.__getitem__)
-    for neighbour in (best / 2**0.25, best * 2**0.25):
-        score(neighbour)
-    best = min(scores, key=scores.__getitem__)
+    origin = (
+        "the ladder and the bright-field parallax's " + ", ".join(f"{z * 1e6:+.1f}" for z in seeds) + " µm"
+        if seeds
+        else "the ladder (no bright-field parallax in its geometric regime)"
+    )
     other = min((s for z, s in scores.items() if z * best < 0), default=math.inf)
     margin = other / scores[best] if scores[best] > 0 else math.inf
     measure = "Poisson deviance" if low_count else "Fourier error"
     reason = (
-        f"{best * 1e6:+.1f} µm: of {len(scores)} trial reconstructions on {len(training.frames)} frames, "
-        f"it predicted {len(held_out.frames)} held-out frames best ({measure} {scores[best]:.3g}); "
-        f"the best of the other sign was {margin:.2f}x higher"
+        f"{best * 1e6:+.1f} µm: of {len(scores)} trial reconstructions ({origin}) on "
+        f"{len(training.frames)} frames, it predicted {len(held_out.frames)} held-out frames best "
+        f"({measure} {scores[best]:.3g}); the best of the other sign was {margin:.2f}x higher"
     )
     return Focus(
         defocus_m=best,
@@ -131,8 +156,20 @@ def auto_focus(scan: cxi.ScanData, trial: Trial, run_iterations: int, *, low_cou
         reason=reason,
         trials=tuple(scores.items()),
         sign_margin=margin,
+        parallax_m=seeds,
         seconds=time.perf_counter() - start,
     )
+
+
+def _ladder_search(score: Callable[[float], float]) -> None:
+    """The three rounds over fixed candidates (see the module docstring); ``score`` records each."""
+    coarse = [sign * magnitude for magnitude in LADDER_M for sign in (1, -1)]
+    midpoints = [
+        sign * math.sqrt(low * high) for low, high in itertools.pairwise(LADDER_M) for sign in (1, -1)
+    ]
+    best = min([*coarse, *midpoints], key=score)
+    for neighbour in (best / 2**0.25, best * 2**0.25):
+        score(neighbour)
 
 
 def trial_patch(scan: cxi.ScanData, n_frames: int = TRIAL_FRAMES) -> tuple[cxi.ScanData, cxi.ScanData]:

@@ -1,35 +1,54 @@
-"""Probe auto-focus: the search narrows onto a defocus between its coarse candidates, within budget."""
+"""Probe auto-focus: seeded by the bright-field parallax or, without seeds, a ladder search that
+narrows onto a defocus between its coarse candidates; within budget either way."""
 
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from cosmic_dagster.ptycho import cxi, epie, focus, lowcount, simulate
+from cosmic_dagster.ptycho import cxi, epie, focus, lowcount, parallax, simulate
 from cosmic_dagster.ptycho.simulate import SimulationSpec
 
 NAME = "NS_230216033_ccdframes_0_0.cxi"
 
 
-def test_a_defocus_between_the_coarse_candidates_is_found(tmp_path: Path) -> None:
-    """At high dose the score's valley is narrow: 31 µm lies between the coarse 20 and 40 µm, both
-    of which score worse than a near-focus guess; only the narrowing rounds find it."""
+@pytest.fixture(scope="module")
+def between(tmp_path_factory: pytest.TempPathFactory) -> cxi.ScanData:
+    """A high-dose scan at 31 µm: between the ladder's 20 and 40 µm, both of which score worse
+    than a near-focus guess (the score's valley is narrow)."""
     spec = SimulationSpec(
         n_side=6, frame_size=128, step_px=19.0, energy_ev=434.0, detector_pixel_m=70.7e-6,
         defocus_m=31e-6, photons=2.5e6, seed=4, sample="particles",
     )  # fmt: skip
-    scan = cxi.load_scan(simulate.write_scan(tmp_path / NAME, spec))
-    chosen = focus.auto_focus(
-        scan, epie._trial(1.0, 1.0, 0, lowcount.measure_cone(scan)), epie.DEFAULT_ITERATIONS
-    )
+    return cxi.load_scan(simulate.write_scan(tmp_path_factory.mktemp("between") / NAME, spec))
+
+
+def test_without_seeds_the_ladder_narrows_onto_a_defocus_between_its_candidates(
+    between: cxi.ScanData,
+) -> None:
+    trial = epie._trial(1.0, 1.0, 0, lowcount.measure_cone(between))
+    chosen = focus.auto_focus(between, trial, epie.DEFAULT_ITERATIONS, seeds=())
     scores = dict(chosen.trials)
     assert 2**-0.25 <= chosen.defocus_m / 31e-6 <= 2**0.25, chosen.reason
     near_focus = min(scores[5e-6], scores[10e-6])
     assert scores[20e-6] > near_focus and scores[40e-6] > near_focus  # the coarse ladder alone misses it
-    assert len(scores) == focus.TRIALS and chosen.sign_margin is not None and chosen.sign_margin > 1
+    assert len(scores) == focus.LADDER_TRIALS and chosen.sign_margin is not None and chosen.sign_margin > 1
+    assert chosen.parallax_m == () and "no bright-field parallax" in chosen.reason
+
+
+def test_a_wide_beams_parallax_joins_the_candidates(between: cxi.ScanData) -> None:
+    """31 µm at 434 eV: the beam spans 11 Fresnel zones, so the parallax's defocus is tried too."""
+    trial = epie._trial(1.0, 1.0, 0, lowcount.measure_cone(between))
+    chosen = focus.auto_focus(between, trial, epie.DEFAULT_ITERATIONS)
+    assert len(chosen.parallax_m) == parallax.SEEDS and "bright-field parallax's" in chosen.reason
+    assert 2**-0.25 <= chosen.parallax_m[0] / 31e-6 <= 2**0.25
+    tried = dict(chosen.trials)
+    assert all(chosen.parallax_m[0] * factor in tried for factor in focus.SEED_FACTORS)
+    assert focus.LADDER_TRIALS < len(tried) <= focus.TRIALS
+    assert 2**-0.25 <= chosen.defocus_m / 31e-6 <= 2**0.25, chosen.reason
+    assert chosen.to_summary()["parallax_um"] == pytest.approx([z * 1e6 for z in chosen.parallax_m])
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +68,6 @@ def test_the_trials_spend_at_most_their_share_of_a_run(tiny: cxi.ScanData, frame
     pick = np.arange(frames) % len(tiny.frames)  # more frames than the tiny scan has: repeat them
     scan = replace(tiny, frames=tiny.frames[pick], positions_px=tiny.positions_px[pick])
     chosen = focus.auto_focus(scan, trial, run_iterations=100)
-    assert len(spent) == focus.TRIALS and chosen.chosen_by == "auto"
+    assert 0 < len(spent) <= focus.TRIALS and chosen.chosen_by == "auto"
     floor = focus.MIN_TRAINING_FRAMES * focus.TRIAL_ITERATIONS * focus.TRIALS
     assert sum(spent) <= max(focus.COST_SHARE * 100 * frames, floor)
