@@ -164,6 +164,14 @@ class ScanData:
     summary: CxiSummary
 
 
+def central_frames(scan: ScanData, n: int) -> np.ndarray:
+    """Indices of the ``n`` frames nearest the scan's centre (its median position), nearest first
+    (ties in scan order): the compact patch short trials and the parallax work on."""
+    positions = scan.positions_px
+    centre = np.median(positions, axis=0)
+    return np.argsort(np.sum((positions - centre) ** 2, axis=1), kind="stable")[:n]
+
+
 def read_summary(path: str | os.PathLike[str], *, check_frames: bool = True) -> CxiSummary:
     """Validate a scan file and summarise it without loading the frames into memory.
 

@@ -176,8 +176,7 @@ def trial_patch(scan: cxi.ScanData, n_frames: int = TRIAL_FRAMES) -> tuple[cxi.S
     """The frames nearest the scan's centre, split into a training patch and the held-out centre
     (surrounded by training frames, so a right model predicts them)."""
     positions = scan.positions_px
-    centre = np.median(positions, axis=0)
-    order = np.argsort(np.sum((positions - centre) ** 2, axis=1), kind="stable")[:n_frames]
+    order = cxi.central_frames(scan, n_frames)
     n_held = max(1, round(HELD_OUT_FRACTION * len(order)))
     held, train = np.sort(order[:n_held]), np.sort(order[n_held:])
     return (

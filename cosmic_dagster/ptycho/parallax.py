@@ -88,10 +88,11 @@ def parallax_scores(scan: cxi.ScanData) -> tuple[np.ndarray, np.ndarray, float]:
     """Signed candidate defocus values (m); per candidate, how well the disc images of
     neighbouring frames agree at the shifts it predicts (summed normalised correlations; -inf
     where no neighbour pair can test it); and the disc's radius (pixels)."""
-    positions = scan.positions_px
-    centre = np.median(positions, axis=0)
-    patch = np.argsort(np.sum((positions - centre) ** 2, axis=1), kind="stable")[:PATCH_FRAMES]
-    contrast, disc = bright_field_contrast(scan.frames[patch], scan.bad_pixels)
+    patch = cxi.central_frames(scan, PATCH_FRAMES)
+    good = np.ones(scan.frames.shape[1:], bool) if scan.bad_pixels is None else ~scan.bad_pixels
+    counts = np.maximum(scan.frames[patch].astype(np.float32), 0) * good
+    mean = counts.mean(axis=0)
+    contrast, disc = bright_field_contrast(counts, mean, good)
     magnitudes = np.geomspace(*DEFOCUS_RANGE_M, CANDIDATES_PER_SIGN)
     candidates = np.concatenate([-magnitudes[::-1], magnitudes])
     scores = np.full(len(candidates), -np.inf)
@@ -104,7 +105,7 @@ def parallax_scores(scan: cxi.ScanData) -> tuple[np.ndarray, np.ndarray, float]:
     spectra = fft.fft2(contrast, workers=1)
     disc_spectrum = fft.fft2(disc.astype(np.float32), workers=1)
     overlap = fft.ifft2(np.conj(disc_spectrum) * disc_spectrum, workers=1).real
-    patch_positions = positions[patch]
+    patch_positions = scan.positions_px[patch]
     for i, j in neighbour_pairs(patch_positions):
         correlation = fft.ifft2(np.conj(spectra[i]) * spectra[j], workers=1).real
         dy, dx = patch_positions[j] - patch_positions[i]
@@ -113,15 +114,15 @@ def parallax_scores(scan: cxi.ScanData) -> tuple[np.ndarray, np.ndarray, float]:
         moved = np.hypot(per_object_px * dy, per_object_px * dx) >= MIN_SHIFT_PX
         testable = (shared > MIN_DISC_OVERLAP * area) & moved
         scores = np.where(testable, np.where(np.isfinite(scores), scores, 0.0) + value, scores)
-    return candidates, scores, _disc_radius_px(scan.frames[patch], scan.bad_pixels)
+    return candidates, scores, _disc_radius_px(mean, good)
 
 
-def bright_field_contrast(frames: np.ndarray, bad_pixels: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Per frame, √counts over the mean's inside the eroded bright-field disc, less what all frames
-    share (the pupil, a background: what does not move with the sample); and that disc."""
-    good = np.ones(frames.shape[1:], bool) if bad_pixels is None else ~bad_pixels
-    counts = np.maximum(frames.astype(np.float32), 0) * good
-    mean = counts.mean(axis=0)
+def bright_field_contrast(
+    counts: np.ndarray, mean: np.ndarray, good: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame of ``counts`` (usable pixels only; ``mean`` their mean pattern), √counts over the
+    mean's inside the eroded bright-field disc, less what all frames share (the pupil, a
+    background: what does not move with the sample); and that disc."""
     smoothed = ndimage.uniform_filter(mean, 5)
     disc = smoothed > DISC_LEVEL * np.percentile(smoothed[good], 97)
     disc = ndimage.binary_erosion(disc, iterations=DISC_EROSION_PX) & good
@@ -131,11 +132,9 @@ def bright_field_contrast(frames: np.ndarray, bad_pixels: np.ndarray | None) -> 
     return contrast * disc, disc
 
 
-def _disc_radius_px(frames: np.ndarray, bad_pixels: np.ndarray | None) -> float:
+def _disc_radius_px(mean: np.ndarray, good: np.ndarray) -> float:
     """The bright-field disc's outer radius: where the mean pattern is above half the disc's level
     (its edge at half height), the 99th percentile of the distances from their centroid."""
-    good = np.ones(frames.shape[1:], bool) if bad_pixels is None else ~bad_pixels
-    mean = np.maximum(frames.astype(np.float32), 0).mean(axis=0) * good
     rows, cols = np.nonzero(mean > 0.5 * np.percentile(mean[good], 97))
     if rows.size == 0:
         return 0.0
