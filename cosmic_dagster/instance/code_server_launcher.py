@@ -3,32 +3,65 @@
 Runs execute in a subprocess of the gRPC code server. If one dies, the code server notices and
 fails the run; but if the code server itself dies (container restart, OOM, SIGKILL) nobody is
 left to notice, and its runs would stay STARTED forever while their scans wait. This launcher
-lets run monitoring ask the code server that started a run whether it still executes it:
+lets run monitoring ask the code server that started a run whether it still executes it.
 
-* the code server answers "not running it" (it was restarted) -> FAILED: run monitoring fails the
-  run and ``run_retries`` re-executes it; the step reattaches to its Globus task and Slurm jobs;
-* the code server does not answer -> UNKNOWN: nothing is failed while it is merely down;
+Run monitoring fails a run on any answer but RUNNING or SUCCESS, and ``run_retries`` then
+re-executes it at once through the daemon's copy of the code location. That retry is made once:
+if it raises, Dagster marks the run ``dagster/will_retry=false`` for good. So a run is failed only
+when its retry can be made:
+
+* the code server does not answer -> RUNNING (presumed): failing now would retry into a server
+  that is down, and the retry would be lost;
+* the code server answers "not running it" (it was restarted) -> RUNNING until that server has
+  answered for longer than the daemon's workspace refresh, then FAILED. A refresh made while the
+  server was down leaves the daemon's code location in error until the next one, and a retry made
+  in between would be lost too;
 * the code server runs it -> RUNNING.
+
+The step of the retried run reattaches to its Globus task and Slurm jobs through the ledger.
 
 Use it with ``dagster api grpc`` as the code server, not ``dagster code-server start``: that
 proxy answers for its newest child server only, so after a code reload runs still executing in
 the previous one would wrongly look dead.
 
 Dagster internals used (1.13.27): ``DefaultRunLauncher._get_grpc_client_for_termination`` (the
-gRPC client of the server a run was started on, from the run's tags) and the gRPC request types.
+gRPC client of the server a run was started on, from the run's tags), the gRPC request types, and
+the daemon's workspace refresh period (``dagster._daemon.controller``).
 """
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
+
+from dagster._core.events import EngineEventData
 from dagster._core.launcher import CheckRunHealthResult, DefaultRunLauncher, WorkerStatus
 from dagster._core.storage.dagster_run import DagsterRun
+from dagster._daemon.controller import RELOAD_WORKSPACE_INTERVAL, THREAD_CHECK_INTERVAL
 from dagster._grpc.types import CanCancelExecutionRequest, CanCancelExecutionResult
 from dagster._serdes import deserialize_value
+from dagster._serdes.config_class import ConfigurableClassData
 
 HEALTH_TIMEOUT_S = 10
+# The daemon refreshes its workspace when the last refresh is older than RELOAD_WORKSPACE_INTERVAL,
+# checked every THREAD_CHECK_INTERVAL: a server that answered this long has been seen by a refresh.
+WORKSPACE_REFRESH_S = RELOAD_WORKSPACE_INTERVAL + 2 * THREAD_CHECK_INTERVAL
+
+
+@dataclass(frozen=True)
+class _Sighting:
+    """A code server process (its gRPC server id) and when this launcher first saw it answer."""
+
+    server_id: str
+    since: float
 
 
 class CodeServerRunLauncher(DefaultRunLauncher):
+    def __init__(self, inst_data: ConfigurableClassData | None = None) -> None:
+        super().__init__(inst_data=inst_data)
+        self._servers: dict[str, _Sighting] = {}
+        self._told: set[str] = set()  # runs already told that they wait for their retry
+
     @property
     def supports_check_run_worker_health(self) -> bool:
         return True
@@ -39,15 +72,36 @@ class CodeServerRunLauncher(DefaultRunLauncher):
             return CheckRunHealthResult(WorkerStatus.UNKNOWN, "the run records no code server")
         where = f"{client.host}:{client.port or client.socket}"
         try:
+            server_id = client.get_server_id(timeout=HEALTH_TIMEOUT_S)
             reply = client.can_cancel_execution(
                 CanCancelExecutionRequest(run_id=run.run_id), timeout=HEALTH_TIMEOUT_S
             )
-        except Exception as exc:  # unreachable or restarting: do not fail runs for that
+        except Exception as exc:  # down or restarting: a retry now would be lost
             return CheckRunHealthResult(
-                WorkerStatus.UNKNOWN, f"code server {where} not answering: {type(exc).__name__}"
+                WorkerStatus.RUNNING, f"code server {where} not answering: {type(exc).__name__}"
             )
         if deserialize_value(reply, CanCancelExecutionResult).can_cancel:
             return CheckRunHealthResult(WorkerStatus.RUNNING)
-        return CheckRunHealthResult(
-            WorkerStatus.FAILED, f"code server {where} is not executing this run (it was restarted)"
-        )
+        gone = f"code server {where} is not executing this run (it was restarted)"
+        if self._answering_for(where, server_id) < WORKSPACE_REFRESH_S:
+            self._tell_once(
+                run,
+                f"{gone}; it is failed and retried once the daemon has reloaded "
+                f"that server, within {WORKSPACE_REFRESH_S:.0f} s",
+            )
+            return CheckRunHealthResult(WorkerStatus.RUNNING, gone)
+        self._told.discard(run.run_id)
+        return CheckRunHealthResult(WorkerStatus.FAILED, gone)
+
+    def _answering_for(self, where: str, server_id: str) -> float:
+        """Seconds since this launcher first saw ``server_id`` answer at ``where`` (0 when new)."""
+        seen = self._servers.get(where)
+        if seen is None or seen.server_id != server_id:
+            seen = self._servers[where] = _Sighting(server_id, time.monotonic())
+        return time.monotonic() - seen.since
+
+    def _tell_once(self, run: DagsterRun, message: str) -> None:
+        """One engine event in the run's log, so the wait is visible in the UI."""
+        if run.run_id not in self._told:
+            self._told.add(run.run_id)
+            self._instance.report_engine_event(message, run, EngineEventData(), cls=self.__class__)

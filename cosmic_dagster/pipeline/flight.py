@@ -36,6 +36,7 @@ STEPS = (COLLECTIONS, CANARY_COPY, COMPUTE_STATUS, TRIVIAL_JOB)
 #: Where the canary lives under the beamline root (a name no scan pattern matches).
 CANARY_RELPATH = ".cosmic-flight/canary.bin"
 CANARY_BYTES = 4096
+CANARY_LABEL = "cosmic flight check"  # its Globus tasks' label, then the check's time stamp
 
 
 # An echo: one core for a minute, on a CPU node.
@@ -133,7 +134,7 @@ class FlightCheck:
         item = TransferItem(
             key=f"flight-canary-{stamp}", relpath=CANARY_RELPATH, size=len(data), sha256=sha256
         )
-        report = self.transfer.copy_batch([item], label=f"cosmic flight check {stamp}")
+        report = self.transfer.copy_batch([item], label=f"{CANARY_LABEL} {stamp}")
         outcome = report.outcomes[item.key]
         links = {"globus_task": report.task_url} if report.task_url else {}
         if not outcome.ok:

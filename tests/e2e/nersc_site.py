@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from cosmic_dagster.emulators.site import GLOBUS_SECRET
 from cosmic_dagster.emulators.site import LoopbackSite as Site
+from cosmic_dagster.pipeline.flight import CANARY_LABEL
 from tests.e2e.conftest import LiveInstance
 
-__all__ = ["GLOBUS_SECRET", "Site", "secret_free"]
+__all__ = ["GLOBUS_SECRET", "Site", "scan_tasks", "secret_free"]
+
+
+def scan_tasks(site: Site) -> list[dict[str, Any]]:
+    """The Globus tasks that carry scans: not the flight check's canary copies, which its
+    schedule makes at 0:00 and 12:00 whatever a test is doing."""
+    return [t for t in site.globus.tasks() if not t["label"].startswith(CANARY_LABEL)]
 
 
 def secret_free(live: LiveInstance, secrets: list[str]) -> None:
