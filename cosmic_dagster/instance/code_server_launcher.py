@@ -32,7 +32,7 @@ the daemon's workspace refresh period (``dagster._daemon.controller``).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dagster._core.events import EngineEventData
 from dagster._core.launcher import CheckRunHealthResult, DefaultRunLauncher, WorkerStatus
@@ -46,21 +46,24 @@ HEALTH_TIMEOUT_S = 10
 # The daemon refreshes its workspace when the last refresh is older than RELOAD_WORKSPACE_INTERVAL,
 # checked every THREAD_CHECK_INTERVAL: a server that answered this long has been seen by a refresh.
 WORKSPACE_REFRESH_S = RELOAD_WORKSPACE_INTERVAL + 2 * THREAD_CHECK_INTERVAL
+#: What the log of a run waiting for its retry says (after where and why).
+RETRY_WAIT = "it is failed and retried once the daemon has reloaded that server"
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Sighting:
-    """A code server process (its gRPC server id) and when this launcher first saw it answer."""
+    """A code server process (its gRPC server id), when this launcher first saw it answer, and the
+    runs already told that they wait for it (so each is told once per restart)."""
 
     server_id: str
     since: float
+    told: set[str] = field(default_factory=set)
 
 
 class CodeServerRunLauncher(DefaultRunLauncher):
     def __init__(self, inst_data: ConfigurableClassData | None = None) -> None:
         super().__init__(inst_data=inst_data)
         self._servers: dict[str, _Sighting] = {}
-        self._told: set[str] = set()  # runs already told that they wait for their retry
 
     @property
     def supports_check_run_worker_health(self) -> bool:
@@ -72,36 +75,29 @@ class CodeServerRunLauncher(DefaultRunLauncher):
             return CheckRunHealthResult(WorkerStatus.UNKNOWN, "the run records no code server")
         where = f"{client.host}:{client.port or client.socket}"
         try:
-            server_id = client.get_server_id(timeout=HEALTH_TIMEOUT_S)
             reply = client.can_cancel_execution(
                 CanCancelExecutionRequest(run_id=run.run_id), timeout=HEALTH_TIMEOUT_S
             )
+            if deserialize_value(reply, CanCancelExecutionResult).can_cancel:
+                return CheckRunHealthResult(WorkerStatus.RUNNING)
+            server_id = client.get_server_id(timeout=HEALTH_TIMEOUT_S)
         except Exception as exc:  # down or restarting: a retry now would be lost
             return CheckRunHealthResult(
                 WorkerStatus.RUNNING, f"code server {where} not answering: {type(exc).__name__}"
             )
-        if deserialize_value(reply, CanCancelExecutionResult).can_cancel:
-            return CheckRunHealthResult(WorkerStatus.RUNNING)
         gone = f"code server {where} is not executing this run (it was restarted)"
-        if self._answering_for(where, server_id) < WORKSPACE_REFRESH_S:
-            self._tell_once(
-                run,
-                f"{gone}; it is failed and retried once the daemon has reloaded "
-                f"that server, within {WORKSPACE_REFRESH_S:.0f} s",
-            )
-            return CheckRunHealthResult(WorkerStatus.RUNNING, gone)
-        self._told.discard(run.run_id)
-        return CheckRunHealthResult(WorkerStatus.FAILED, gone)
+        seen = self._sighting(where, server_id)
+        if time.monotonic() - seen.since >= WORKSPACE_REFRESH_S:
+            return CheckRunHealthResult(WorkerStatus.FAILED, gone)
+        if run.run_id not in seen.told:  # one line in the run's log, so the wait shows in the UI
+            seen.told.add(run.run_id)
+            message = f"{gone}; {RETRY_WAIT}, within {WORKSPACE_REFRESH_S:.0f} s"
+            self._instance.report_engine_event(message, run, EngineEventData(), cls=self.__class__)
+        return CheckRunHealthResult(WorkerStatus.RUNNING, gone)
 
-    def _answering_for(self, where: str, server_id: str) -> float:
-        """Seconds since this launcher first saw ``server_id`` answer at ``where`` (0 when new)."""
+    def _sighting(self, where: str, server_id: str) -> _Sighting:
+        """The server answering at ``where``, first seen now if its id is new."""
         seen = self._servers.get(where)
         if seen is None or seen.server_id != server_id:
             seen = self._servers[where] = _Sighting(server_id, time.monotonic())
-        return time.monotonic() - seen.since
-
-    def _tell_once(self, run: DagsterRun, message: str) -> None:
-        """One engine event in the run's log, so the wait is visible in the UI."""
-        if run.run_id not in self._told:
-            self._told.add(run.run_id)
-            self._instance.report_engine_event(message, run, EngineEventData(), cls=self.__class__)
+        return seen

@@ -23,7 +23,7 @@ from dagster._grpc.client import DagsterGrpcClient
 
 from cosmic_dagster.cli.services import free_port
 from cosmic_dagster.instance import code_server_launcher
-from cosmic_dagster.instance.code_server_launcher import CodeServerRunLauncher
+from cosmic_dagster.instance.code_server_launcher import RETRY_WAIT, CodeServerRunLauncher
 
 pytestmark = pytest.mark.slow
 
@@ -98,7 +98,7 @@ def test_a_restarted_server_fails_its_runs_only_after_the_daemon_can_see_it(serv
     first = launcher.check_run_worker_health(run)
     assert first.status == WorkerStatus.RUNNING and "not executing this run" in first.msg
     assert launcher.check_run_worker_health(run).status == WorkerStatus.RUNNING
-    assert len([m for m in told(instance, run) if "retried once the daemon has reloaded" in m]) == 1
+    assert len([m for m in told(instance, run) if RETRY_WAIT in m]) == 1
     time.sleep(REFRESH_S)
     assert launcher.check_run_worker_health(run).status == WorkerStatus.FAILED
 
