@@ -86,18 +86,7 @@ def reconstruct(
     settings = _Settings(alpha, beta, object_regularisation, probe_regularisation, be, memory_budget_bytes)
     cone = lowcount.measure_cone(scan)
     if probe_defocus_m is None:
-
-        def trial(
-            patch: cxi.ScanData, defocus_m: float, trial_iterations: int
-        ) -> tuple[np.ndarray, np.ndarray]:
-            recon = epie.binned_run(
-                lambda s, z: _reconstruct(s, trial_iterations, 1, z, seed, None, settings, None),
-                patch,
-                defocus_m,
-                cone,
-            )
-            return recon.object, recon.probe
-
+        trial = epie.binned_trial(lambda s, z, n: _reconstruct(s, n, 1, z, seed, None, settings, None), cone)
         chosen = focus.auto_focus(scan, trial, iterations, low_count=cone.low_count)
     else:
         chosen = focus.fixed(probe_defocus_m)

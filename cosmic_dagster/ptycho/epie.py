@@ -100,30 +100,47 @@ def reconstruct(
 
 
 def _trial(alpha: float, beta: float, seed: int, cone: lowcount.Cone) -> focus.Trial:
-    """A short ePIE run for the auto-focus: the probe refined from the second iteration, the frames
-    binned as a run at that defocus would bin them."""
-
-    def run(patch: cxi.ScanData, defocus_m: float, iterations: int) -> tuple[np.ndarray, np.ndarray]:
-        recon = binned_run(
-            lambda s, z: _reconstruct(s, iterations, 1, alpha, beta, z, seed, None), patch, defocus_m, cone
-        )
-        return recon.object, recon.probe
-
-    return run
+    """A short ePIE run for the auto-focus."""
+    return binned_trial(lambda s, z, n: _reconstruct(s, n, 1, alpha, beta, z, seed, None), cone)
 
 
 #: An engine run on a scan from its probe guess defocused by the given distance (0: as stored).
 Run = Callable[[cxi.ScanData, float], Reconstruction]
+#: The same for a given number of iterations (an engine's short run for the auto-focus).
+ShortRun = Callable[[cxi.ScanData, float, int], Reconstruction]
 
 
-def binned_run(run: Run, scan: cxi.ScanData, defocus_m: float, cone: lowcount.Cone) -> Reconstruction:
-    """``run`` on ``scan`` binned as :func:`lowcount.binning_factor` says (for any engine); the
-    result on the scan's own frame, its parameters saying the binning."""
+def binned_trial(run: ShortRun, cone: lowcount.Cone) -> focus.Trial:
+    """``run`` as the auto-focus's trial (for any engine; it refines the probe from its second
+    iteration), on the frames binned as a run at the trial's defocus would bin them. The trials
+    share one patch, so each binning of it is made once."""
+    binned: list[lowcount.BinnedFrames] = []
+
+    def trial(patch: cxi.ScanData, defocus_m: float, iterations: int) -> tuple[np.ndarray, np.ndarray]:
+        if not binned or binned[0].source is not patch:
+            binned[:] = [lowcount.BinnedFrames(patch)]
+        recon = binned_run(lambda s, z: run(s, z, iterations), patch, defocus_m, cone, binned[0])
+        return recon.object, recon.probe
+
+    return trial
+
+
+def binned_run(
+    run: Run,
+    scan: cxi.ScanData,
+    defocus_m: float,
+    cone: lowcount.Cone,
+    binned: lowcount.BinnedFrames | None = None,
+) -> Reconstruction:
+    """``run`` on ``scan`` binned as :func:`lowcount.binning_factor` says (for any engine; from
+    ``binned``, ``scan``'s frames binned before, where given); the result on the scan's own frame,
+    its parameters saying the binning."""
     factor = lowcount.binning_factor(scan, cone, defocus_m)
     if factor == 1:
         recon = run(scan, defocus_m)
     else:
-        recon = run(lowcount.bin_scan(scan, factor, initial_probe(scan, defocus_m)), 0.0)
+        frames = binned or lowcount.BinnedFrames(scan)
+        recon = run(frames.scan(factor, initial_probe(scan, defocus_m)), 0.0)
         probe = lowcount.unbin_probe(recon.probe, scan.frames.shape[1:])
         positions = np.rint(scan.positions_px).astype(np.int64)
         illumination = quality.illumination(probe, positions, scan.object_shape)

@@ -113,21 +113,16 @@ def auto_focus(
     training, held_out = trial_patch(
         scan, min(TRIAL_FRAMES, math.ceil(training_frames / (1 - HELD_OUT_FRACTION)))
     )
+    held = verdict.HeldOutFrames(held_out.frames, held_out.positions_px, held_out.bad_pixels)
+    predict = held.poisson_deviance if low_count else held.fourier_error
     scores: dict[float, float] = {}
 
     def score(defocus: float) -> float:
         if defocus not in scores:
             with np.errstate(all="ignore"):
                 obj, probe = trial(training, defocus, TRIAL_ITERATIONS)
-                if np.isfinite(obj).all() and np.isfinite(probe).all():
-                    held = (held_out.frames, obj, probe, held_out.positions_px, held_out.bad_pixels)
-                    scores[defocus] = (
-                        verdict.poisson_deviance(*held)
-                        if low_count
-                        else verdict.model_fit(*held).fourier_error
-                    )
-                else:
-                    scores[defocus] = math.inf
+                finite = np.isfinite(obj).all() and np.isfinite(probe).all()
+                scores[defocus] = predict(obj, probe) if finite else math.inf
         return scores[defocus]
 
     if seeds is None:

@@ -95,15 +95,39 @@ def binning_factor(scan: cxi.ScanData, cone: Cone, defocus_m: float) -> int:
     return factor
 
 
-def bin_scan(scan: cxi.ScanData, factor: int, probe: np.ndarray) -> cxi.ScanData:
-    """The scan seen by a detector of ``factor`` x ``factor`` pixels per pixel, with the field of
-    view cut to its centre (frame corners move in by half the cut); ``probe`` (the full-frame,
-    already defocused initial probe) becomes the probe guess, to be used as stored (defocus 0).
+class BinnedFrames:
+    """A scan's frames binned by each factor asked for, each factor binned once: the auto-focus's
+    trials bin one patch of frames at most of their candidate defocus values, and binning it
+    again for each took as long as a binned trial's iterations."""
 
-    Bins are centred on the DC pixel (to half a pixel: :func:`unbin_probe` undoes that offset). A
-    bin counts its usable pixels scaled to the whole bin (a scattered hot pixel would otherwise
-    take a bin's constraint away); with fewer than :data:`MIN_USABLE_SHARE` of them usable it is bad.
-    """
+    def __init__(self, source: cxi.ScanData) -> None:
+        self.source = source
+        self._by_factor: dict[int, cxi.ScanData] = {}
+
+    def scan(self, factor: int, probe: np.ndarray) -> cxi.ScanData:
+        """The scan seen by a detector of ``factor`` x ``factor`` pixels per pixel, with the field
+        of view cut to its centre (frame corners move in by half the cut); ``probe`` (the
+        full-frame, already defocused initial probe) becomes the probe guess, to be used as stored
+        (defocus 0).
+
+        Bins are centred on the DC pixel (to half a pixel: :func:`unbin_probe` undoes that
+        offset). A bin counts its usable pixels scaled to the whole bin (a scattered hot pixel
+        would otherwise take a bin's constraint away); with fewer than :data:`MIN_USABLE_SHARE` of
+        them usable it is bad.
+        """
+        if factor not in self._by_factor:
+            self._by_factor[factor] = _bin_frames(self.source, factor)
+        binned = self._by_factor[factor]
+        h, w = self.source.frames.shape[1:]
+        bh, bw = binned.frames.shape[1:]
+        top, left = (h - bh) // 2, (w - bw) // 2
+        guess = probe[top : top + bh, left : left + bw] * _half_pixel_ramp((h, w), (bh, bw))
+        return replace(binned, probe_guess=guess.astype(np.complex64))
+
+
+def _bin_frames(scan: cxi.ScanData, factor: int) -> cxi.ScanData:
+    """Frames, bad pixels, positions and detector pixel of :meth:`BinnedFrames.scan` (its probe
+    guess still the scan's)."""
     n, h, w = scan.frames.shape
     bh, bw = h // factor, w // factor
     half = factor // 2
@@ -118,13 +142,11 @@ def bin_scan(scan: cxi.ScanData, factor: int, probe: np.ndarray) -> cxi.ScanData
         )
         bad = np.asarray(usable < factor**2 * MIN_USABLE_SHARE, bool)
     top, left = (h - bh) // 2, (w - bw) // 2
-    guess = probe[top : top + bh, left : left + bw] * _half_pixel_ramp((h, w), (bh, bw))
     return replace(
         scan,
         frames=binned.astype(np.float32, copy=False),
         bad_pixels=bad,
         positions_px=scan.positions_px + np.array([top, left], np.float64),
-        probe_guess=guess.astype(np.complex64),
         pixel_size_m=(scan.pixel_size_m[0] * factor, scan.pixel_size_m[1] * factor),
     )
 

@@ -207,14 +207,67 @@ def poisson_deviance(
     """Σ λ - N + N log(N / λ) per usable pixel (λ the model's counts, N the measured): how unlikely
     the counts are under the model. Unlike the amplitude error it is not biased towards a model
     that holds too few photons when most counts are 0 or 1. Mirrored as :func:`model_fit` is."""
-    sums = np.zeros(2)
-    for model, mirrored, counts, weight in _far_fields(frames, obj, probe, positions_px, bad_pixels):
-        information = special.xlogy(counts, counts) - counts
-        for k, amplitude in enumerate((model, mirrored)):
-            rate = amplitude**2 + _DEVIANCE_FLOOR
-            sums[k] += float(np.sum(weight * (rate + information - special.xlogy(counts, rate))))
-    usable = probe.size if bad_pixels is None else int(np.count_nonzero(~bad_pixels))
-    return float(sums.min() / max(len(frames) * usable, 1))
+    return HeldOutFrames(frames, positions_px, bad_pixels).poisson_deviance(obj, probe)
+
+
+class HeldOutFrames:
+    """A few frames that many models are scored against (the auto-focus's held-out frames, once per
+    trial): what depends on the counts alone is prepared once, and the sums run over the pixels
+    that hold counts (a minority at low dose). Scores as :func:`model_fit`'s Fourier error and
+    :func:`poisson_deviance` do, mirrored models included."""
+
+    def __init__(
+        self, frames: np.ndarray, positions_px: np.ndarray, bad_pixels: np.ndarray | None = None
+    ) -> None:
+        h, w = frames.shape[1:]
+        self.positions = np.rint(np.asarray(positions_px)).astype(np.int64)
+        weight = np.ones((h, w)) if bad_pixels is None else np.fft.ifftshift(~bad_pixels).astype(np.float64)
+        self.weight = weight.ravel()
+        self.mirrored_weight = _mirror(weight).ravel()
+        self.usable = float(self.weight.sum())
+        mirror = _mirror(np.arange(h * w).reshape(h, w)).ravel()
+        # Per frame: the usable pixels that hold counts, the pixels mirrored to them, their counts.
+        self.counted: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.measured = self.information = 0.0
+        for frame in frames:
+            counts = np.maximum(np.fft.ifftshift(frame).astype(np.float64), 0).ravel() * self.weight
+            lit = np.flatnonzero(counts)
+            self.counted.append((lit, mirror[lit], counts[lit]))
+            self.measured += float(counts.sum())
+            self.information += float(np.sum(special.xlogy(counts[lit], counts[lit]) - counts[lit]))
+
+    def fourier_error(self, obj: np.ndarray, probe: np.ndarray) -> float:
+        """Σ(|Ψ| - √N)² / ΣN over the usable pixels, as :attr:`Fit.fourier_error`."""
+        sums = np.zeros(2)
+        for model, (lit, mirrored, counts) in zip(self._models(obj, probe), self.counted, strict=True):
+            root = np.sqrt(counts)
+            sums[0] += self.weight @ model**2 - 2 * (root @ model[lit])
+            sums[1] += self.mirrored_weight @ model**2 - 2 * (root @ model[mirrored])
+        return float((sums.min() + self.measured) / max(self.measured, 1e-30))
+
+    def poisson_deviance(self, obj: np.ndarray, probe: np.ndarray) -> float:
+        """:func:`poisson_deviance`: Σ λ - N + N log(N / λ) per usable pixel (λ at least
+        ``_DEVIANCE_FLOOR``)."""
+        sums = np.zeros(2)
+        for model, (lit, mirrored, counts) in zip(self._models(obj, probe), self.counted, strict=True):
+            rate = model**2 + _DEVIANCE_FLOOR
+            sums[0] += self.weight @ rate - counts @ np.log(rate[lit])
+            sums[1] += self.mirrored_weight @ rate - counts @ np.log(rate[mirrored])
+        return float((sums.min() + self.information) / max(len(self.counted) * self.usable, 1))
+
+    def _models(self, obj: np.ndarray, probe: np.ndarray) -> Iterator[np.ndarray]:
+        """Per frame, the model's far-field amplitude in FFT order, flat (see :func:`_far_fields`)."""
+        h, w = probe.shape
+        probe = probe.astype(np.complex64)
+        buffer = np.empty((h, w), np.complex64)
+        for y, x in self.positions.tolist():
+            np.multiply(probe, obj[y : y + h, x : x + w], out=buffer)
+            yield np.abs(fft.fft2(buffer, norm="ortho", workers=1)).astype(np.float64).ravel()
+
+
+def _mirror(field: np.ndarray) -> np.ndarray:
+    """``field`` (FFT order) at -q: how a model of the opposite FFT convention is seen."""
+    return np.roll(field[::-1, ::-1], 1, axis=(0, 1))
 
 
 def _far_fields(
@@ -240,7 +293,7 @@ def _far_fields(
     for frame, (y, x) in zip(frames, positions.tolist(), strict=True):
         np.multiply(probe, obj[y : y + h, x : x + w], out=buffer)
         model = np.abs(fft.fft2(buffer, norm="ortho", workers=1)).astype(np.float64)
-        mirrored = np.roll(model[::-1, ::-1], 1, axis=(0, 1))
+        mirrored = _mirror(model)
         yield model, mirrored, np.maximum(np.fft.ifftshift(frame).astype(np.float64), 0), weight
 
 

@@ -34,7 +34,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> cxi.ScanData:
 def test_binning_keeps_every_photon_and_scales_bins_with_a_few_bad_pixels(low_count: cxi.ScanData) -> None:
     assert low_count.probe_guess is not None
     clean = replace(low_count, bad_pixels=None)
-    binned = lowcount.bin_scan(clean, 4, low_count.probe_guess)
+    binned = lowcount.BinnedFrames(clean).scan(4, low_count.probe_guess)
     assert binned.frames.shape == (25, 64, 64) and binned.bad_pixels is None
     assert np.isclose(binned.frames.sum(), low_count.frames.sum(), rtol=1e-5)
     np.testing.assert_allclose(binned.positions_px, low_count.positions_px + 96)
@@ -43,7 +43,7 @@ def test_binning_keeps_every_photon_and_scales_bins_with_a_few_bad_pixels(low_co
     mask = np.zeros((256, 256), bool)
     mask[126:130, 126:129] = True  # 12 of the DC bin's 16 pixels
     mask[10, 10] = True  # 1 of 16
-    masked = lowcount.bin_scan(replace(low_count, bad_pixels=mask), 4, low_count.probe_guess)
+    masked = lowcount.BinnedFrames(replace(low_count, bad_pixels=mask)).scan(4, low_count.probe_guess)
     assert masked.bad_pixels is not None and np.argwhere(masked.bad_pixels).tolist() == [[32, 32]]
     good = ~mask[10:14, 10:14]
     np.testing.assert_allclose(
@@ -65,7 +65,7 @@ def test_a_binned_model_predicts_the_binned_counts(low_count: cxi.ScanData) -> N
     scan = replace(
         low_count, frames=counts[None].astype(np.float32), positions_px=np.zeros((1, 2)), bad_pixels=None
     )
-    binned = lowcount.bin_scan(scan, factor, exit_wave.astype(np.complex64))
+    binned = lowcount.BinnedFrames(scan).scan(factor, exit_wave.astype(np.complex64))
     assert binned.probe_guess is not None
 
     def mismatch(guess: np.ndarray) -> float:

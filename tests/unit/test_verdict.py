@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import fft, special
 
 from cosmic_dagster.ptycho import verdict
 from cosmic_dagster.ptycho.verdict import Fit, Signals
@@ -46,6 +47,36 @@ def test_a_model_of_the_opposite_fft_convention_is_scored_mirrored() -> None:
     mirrored = np.roll(mirrored, 1, axis=(1, 2))  # DC-centred frames of even size: -q about the centre
     fit = verdict.model_fit(mirrored, obj, probe, positions)
     assert fit.twin and fit.error_to_floor < 1.2
+
+
+@pytest.mark.parametrize("mirrored", [False, True])
+@pytest.mark.parametrize("photons", [0.05, 900.0])
+def test_held_out_frames_score_as_the_fit_and_the_deviance_do(mirrored: bool, photons: float) -> None:
+    """The auto-focus's scorer sums over counted pixels only; its scores are the plain sums'."""
+    frames, obj, probe, positions = _scene()
+    rng = np.random.default_rng(2)
+    frames = rng.poisson(frames * photons / 900).astype(np.float32) - (rng.random(frames.shape) < 0.01)
+    probe = probe * np.float32(math.sqrt(photons / 900))
+    if mirrored:
+        frames = np.roll(frames[:, ::-1, ::-1], 1, axis=(1, 2))
+    bad = rng.random(probe.shape) < 0.05
+    held = verdict.HeldOutFrames(frames, positions, bad)
+    plain = verdict.model_fit(frames, obj, probe, positions, bad).fourier_error
+    assert held.fourier_error(obj, probe) == pytest.approx(plain, rel=1e-12)
+    waves = [probe * obj[y : y + 16, x : x + 16] for y, x in positions]
+    rates = [np.abs(fft.fft2(wave, norm="ortho")).astype(np.float64) ** 2 + 1e-2 for wave in waves]
+    counts = np.maximum(np.fft.ifftshift(frames, axes=(-2, -1)), 0).astype(np.float64)
+    good = np.fft.ifftshift(~bad)
+
+    def deviance(rate: np.ndarray, n: np.ndarray) -> float:
+        return float(np.sum((rate + special.xlogy(n, n) - n - special.xlogy(n, rate))[good]))
+
+    mirrored_rates = [np.roll(r[::-1, ::-1], 1, axis=(0, 1)) for r in rates]
+    deviances = [sum(map(deviance, models, counts)) for models in (rates, mirrored_rates)]
+    expected = min(deviances) / (len(frames) * good.sum())
+    assert held.poisson_deviance(obj, probe) == pytest.approx(expected, rel=1e-9)
+    assert (deviances[1] < deviances[0]) == mirrored
+    assert (deviances[1] < deviances[0]) == mirrored
 
 
 @pytest.mark.parametrize(
