@@ -38,8 +38,8 @@ SEED_FACTORS = (2**-0.25, 1.0, 2**0.25)
 #: Trials of the ladder: the coarse ladder and its midpoints, with both signs, then the winner's two
 #: neighbours ...
 LADDER_TRIALS = 2 * len(LADDER_M) + 2 * (len(LADDER_M) - 1) + 2
-#: ... and the most a search runs, with the parallax's seeds.
-TRIALS = LADDER_TRIALS + parallax.SEEDS * len(SEED_FACTORS)
+#: ... and the most a search runs, with the parallax's seed.
+TRIALS = LADDER_TRIALS + len(SEED_FACTORS)
 #: Most frames a trial uses (a compact patch around the scan's centre) ...
 TRIAL_FRAMES = 20
 #: ... of which this fraction (at least one), the most central, is held out to score it.

@@ -17,8 +17,6 @@ frame of a central patch; it finds nothing where the scan holds too few neighbou
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from scipy import fft, ndimage
 
@@ -48,32 +46,24 @@ PATCH_FRAMES = 48
 #: defocus on the benchmark's seeds 8-9: median 1.21 (quartiles 1.02-1.62) under 2 zones, 1.08 at
 #: 2-3, 1.04 at 3-4, 1.02 at 4-6, 1.01 (1.00-1.03) above 6. A strongest seed under this gives none.
 MIN_FRESNEL_NUMBER = 6.0
-#: The auto-focus adds this many of the strongest maxima to its candidates ...
-SEEDS = 1
-#: ... at least this far apart (log of their ratio; a noisy ridge has several maxima close together,
-#: and the trials refine each seed by 2^±¼ anyway).
-SEED_SEPARATION = 0.5 * math.log(2)
 
 
-def defocus_seeds(scan: cxi.ScanData, n: int = SEEDS) -> tuple[float, ...]:
-    """Up to ``n`` defocus values (m, signed as the engine needs them), strongest parallax first;
-    empty when no candidate's prediction can be tested (too few frames, no disc) or the strongest
-    lies where the parallax is not geometric (under :data:`MIN_FRESNEL_NUMBER`)."""
+def defocus_seeds(scan: cxi.ScanData) -> tuple[float, ...]:
+    """The strongest parallax maximum's defocus (m, signed as the engine needs it), as the
+    auto-focus's seed; empty when no candidate's prediction can be tested (too few frames, no disc)
+    or the maximum lies where the parallax is not geometric (under :data:`MIN_FRESNEL_NUMBER`)."""
     candidates, scores, disc_radius_px = parallax_scores(scan)
     peaks = [
         k
         for k in range(1, len(scores) - 1)
         if np.isfinite(scores[k]) and scores[k] > scores[k - 1] and scores[k] >= scores[k + 1]
     ]
-    peaks.sort(key=lambda k: -scores[k])
-    seeds: list[float] = []
-    for k in peaks:
-        z = float(candidates[k])
-        if not any(z * seed > 0 and abs(math.log(z / seed)) < SEED_SEPARATION for seed in seeds):
-            seeds.append(z)
-    if not seeds or fresnel_number(scan, disc_radius_px, seeds[0]) < MIN_FRESNEL_NUMBER:
+    if not peaks:
         return ()
-    return tuple(seeds[:n])
+    strongest = float(candidates[max(peaks, key=lambda k: scores[k])])
+    if fresnel_number(scan, disc_radius_px, strongest) < MIN_FRESNEL_NUMBER:
+        return ()
+    return (strongest,)
 
 
 def fresnel_number(scan: cxi.ScanData, disc_radius_px: float, defocus_m: float) -> float:

@@ -60,15 +60,6 @@ def test_near_focus_the_parallax_gives_no_seed(tmp_path: Path) -> None:
     assert parallax.defocus_seeds(scan) == ()  # ... but not one to trust
 
 
-def test_seeds_are_apart_and_at_most_as_many_as_asked(tmp_path: Path) -> None:
-    spec = replace(SimulationSpec.tiny(), energy_ev=500.0, defocus_m=-25e-6, step_px=10.0, sample="cells")
-    scan = cxi.load_scan(simulate.write_scan(tmp_path / NAME, spec))
-    seeds = parallax.defocus_seeds(scan, n=3)
-    assert 1 <= len(seeds) <= 3
-    same_sign = [(a, b) for i, a in enumerate(seeds) for b in seeds[i + 1 :] if a * b > 0]
-    assert all(abs(np.log(a / b)) >= parallax.SEED_SEPARATION for a, b in same_sign)
-
-
 def test_a_shift_too_small_to_see_tests_nothing(tmp_path: Path) -> None:
     """A candidate that moves the image under 3 px between neighbours cannot be told from an image
     that does not move (near focus the bright field barely changes): it is never scored, so the
