@@ -226,43 +226,38 @@ class HeldOutFrames:
         self.mirrored_weight = _mirror(weight).ravel()
         self.usable = float(self.weight.sum())
         mirror = _mirror(np.arange(h * w).reshape(h, w)).ravel()
-        # Per frame: the usable pixels that hold counts, the pixels mirrored to them, their counts.
-        self.counted: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        # Per frame: the usable pixels that hold counts, the pixels mirrored to them, their counts
+        # and the counts' square roots.
+        self.counted: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         self.measured = self.information = 0.0
         for frame in frames:
             counts = np.maximum(np.fft.ifftshift(frame).astype(np.float64), 0).ravel() * self.weight
             lit = np.flatnonzero(counts)
-            self.counted.append((lit, mirror[lit], counts[lit]))
+            self.counted.append((lit, mirror[lit], counts[lit], np.sqrt(counts[lit])))
             self.measured += float(counts.sum())
             self.information += float(np.sum(special.xlogy(counts[lit], counts[lit]) - counts[lit]))
 
     def fourier_error(self, obj: np.ndarray, probe: np.ndarray) -> float:
         """Σ(|Ψ| - √N)² / ΣN over the usable pixels, as :attr:`Fit.fourier_error`."""
         sums = np.zeros(2)
-        for model, (lit, mirrored, counts) in zip(self._models(obj, probe), self.counted, strict=True):
-            root = np.sqrt(counts)
-            sums[0] += self.weight @ model**2 - 2 * (root @ model[lit])
-            sums[1] += self.mirrored_weight @ model**2 - 2 * (root @ model[mirrored])
+        for model, (lit, mirrored, _, root) in zip(self._models(obj, probe), self.counted, strict=True):
+            power = model**2
+            sums[0] += self.weight @ power - 2 * (root @ model[lit])
+            sums[1] += self.mirrored_weight @ power - 2 * (root @ model[mirrored])
         return float((sums.min() + self.measured) / max(self.measured, 1e-30))
 
     def poisson_deviance(self, obj: np.ndarray, probe: np.ndarray) -> float:
         """:func:`poisson_deviance`: Σ λ - N + N log(N / λ) per usable pixel (λ at least
         ``_DEVIANCE_FLOOR``)."""
         sums = np.zeros(2)
-        for model, (lit, mirrored, counts) in zip(self._models(obj, probe), self.counted, strict=True):
+        for model, (lit, mirrored, counts, _) in zip(self._models(obj, probe), self.counted, strict=True):
             rate = model**2 + _DEVIANCE_FLOOR
             sums[0] += self.weight @ rate - counts @ np.log(rate[lit])
             sums[1] += self.mirrored_weight @ rate - counts @ np.log(rate[mirrored])
         return float((sums.min() + self.information) / max(len(self.counted) * self.usable, 1))
 
     def _models(self, obj: np.ndarray, probe: np.ndarray) -> Iterator[np.ndarray]:
-        """Per frame, the model's far-field amplitude in FFT order, flat (see :func:`_far_fields`)."""
-        h, w = probe.shape
-        probe = probe.astype(np.complex64)
-        buffer = np.empty((h, w), np.complex64)
-        for y, x in self.positions.tolist():
-            np.multiply(probe, obj[y : y + h, x : x + w], out=buffer)
-            yield np.abs(fft.fft2(buffer, norm="ortho", workers=1)).astype(np.float64).ravel()
+        return (model.ravel() for model in _amplitudes(obj, probe, self.positions))
 
 
 def _mirror(field: np.ndarray) -> np.ndarray:
@@ -285,16 +280,20 @@ def _far_fields(
     mirrored model is how a model that fits only the mirrored patterns (the conjugate convention
     of another engine) is scored.
     """
-    h, w = probe.shape
     positions = np.rint(np.asarray(positions_px)).astype(np.int64)
     weight = 1.0 if bad_pixels is None else np.fft.ifftshift(~bad_pixels).astype(np.float64)
+    for frame, model in zip(frames, _amplitudes(obj, probe, positions), strict=True):
+        yield model, _mirror(model), np.maximum(np.fft.ifftshift(frame).astype(np.float64), 0), weight
+
+
+def _amplitudes(obj: np.ndarray, probe: np.ndarray, positions: np.ndarray) -> Iterator[np.ndarray]:
+    """Per (integer) position, the model's far-field amplitude in FFT order (float64)."""
+    h, w = probe.shape
     probe = probe.astype(np.complex64)
     buffer = np.empty((h, w), np.complex64)
-    for frame, (y, x) in zip(frames, positions.tolist(), strict=True):
+    for y, x in positions.tolist():
         np.multiply(probe, obj[y : y + h, x : x + w], out=buffer)
-        model = np.abs(fft.fft2(buffer, norm="ortho", workers=1)).astype(np.float64)
-        mirrored = _mirror(model)
-        yield model, mirrored, np.maximum(np.fft.ifftshift(frame).astype(np.float64), 0), weight
+        yield np.abs(fft.fft2(buffer, norm="ortho", workers=1)).astype(np.float64)
 
 
 @dataclass(frozen=True)
