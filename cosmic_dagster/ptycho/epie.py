@@ -114,12 +114,13 @@ def binned_trial(run: ShortRun, cone: lowcount.Cone) -> focus.Trial:
     """``run`` as the auto-focus's trial (for any engine; it refines the probe from its second
     iteration), on the frames binned as a run at the trial's defocus would bin them. The trials
     share one patch, so each binning of it is made once."""
-    binned: list[lowcount.BinnedFrames] = []
+    binned: lowcount.BinnedFrames | None = None
 
     def trial(patch: cxi.ScanData, defocus_m: float, iterations: int) -> tuple[np.ndarray, np.ndarray]:
-        if not binned or binned[0].source is not patch:
-            binned[:] = [lowcount.BinnedFrames(patch)]
-        recon = binned_run(lambda s, z: run(s, z, iterations), patch, defocus_m, cone, binned[0])
+        nonlocal binned
+        if binned is None or binned.source is not patch:
+            binned = lowcount.BinnedFrames(patch)
+        recon = binned_run(lambda s, z: run(s, z, iterations), patch, defocus_m, cone, binned)
         return recon.object, recon.probe
 
     return trial
