@@ -102,6 +102,8 @@ class DagsterApi:
                       unmaterializedPartitions materializingPartitions } } } } }""",
             {"k": {"path": [asset]}},
         )["assetNodeOrError"]
+        if data["__typename"] == "AssetNotFoundError" and (why := self.location_error()):
+            raise GraphQLError(f"the webserver has not loaded code location {LOCATION!r}: {why}")
         self._ok(data, "AssetNode")
         statuses = data["assetPartitionStatuses"]
         failed, running = statuses["failedPartitions"], statuses["materializingPartitions"]
@@ -114,6 +116,30 @@ class DagsterApi:
             "missing": [k for k in statuses["unmaterializedPartitions"] if k not in taken],
             "in_progress": running,
         }
+
+    def location_error(self) -> str | None:
+        """Why the webserver has not loaded our code location, or None once it has.
+
+        After the code server restarts, the webserver answers every asset query "not found" until
+        it notices and reloads the location (a second or two; longer if it had given the server up).
+        """
+        data = self.execute(
+            """query($name: String!) { workspaceLocationEntryOrError(name: $name) { __typename
+                ... on WorkspaceLocationEntry { loadStatus locationOrLoadError { __typename
+                  ... on PythonError { message } } }
+                ... on PythonError { message } } }""",
+            {"name": LOCATION},
+        )["workspaceLocationEntryOrError"]
+        if data is None:
+            return "the workspace has no such location"
+        entry = self._ok(data, "WorkspaceLocationEntry")
+        location = entry["locationOrLoadError"] or {}
+        if entry["loadStatus"] != "LOADED":
+            return "it is loading"
+        if location.get("__typename") != "RepositoryLocation":
+            message = (location.get("message") or "").strip().split("\n")[0] or "no location"
+            return f"{message} (is the code server up?)"
+        return None
 
     def partition_keys(self) -> list[str]:
         """All scan keys in registration order (the order backfill ranges use)."""

@@ -17,6 +17,7 @@ import dagster as dg
 import pytest
 
 from cosmic_dagster import cli
+from cosmic_dagster.cli.dagster_api import GraphQLError
 from cosmic_dagster.domain.scans import scan_key
 from cosmic_dagster.emulators.sfapi.scheduler import SimulatedScheduler
 from cosmic_dagster.instance.code_server_launcher import RETRY_WAIT
@@ -159,7 +160,15 @@ def test_code_server_restart_fails_and_retries_its_runs(deployed):
     live.wait_for("jobs in flight", lambda: jobs_in_flight(site))
     live.services.stop_code_server(signal.SIGKILL)  # with its run workers, as a container restart
     time.sleep(DOWN_S)  # down across run monitoring polls, as a container being replaced
+    live.wait_for(
+        "the webserver to give the code server up", lambda: live.api.location_error() is not None, 60
+    )
+    unloaded = r"has not loaded code location 'cosmic_dagster': .* \(is the code server up\?\)"
+    with pytest.raises(GraphQLError, match=unloaded):
+        live.api.partition_statuses("raw_scan")  # what `cosmic-dagster status` tells the operator
     live.services.start_code_server()
+    # The webserver had given the server up; until it reloads it, every asset is "not found".
+    live.wait_for("the webserver to reload the code location", lambda: live.api.location_error() is None, 60)
     # Dagster retries a run once, at once: failed while the server was down (or before the
     # daemon reloaded it), the retry would be lost and the scans left to the operator.
     assert settled(live, keys) == set(), "the dead code server's scans were not retried to success"
