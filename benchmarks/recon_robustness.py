@@ -169,10 +169,11 @@ def run_case(case: Case, engine: str = "epie") -> Outcome:
         recon = batched.reconstruct(scan, probe_defocus_m=fixed, backend=backends.cpu_backend(1))
     else:
         recon = epie.reconstruct(scan, probe_defocus_m=fixed)
-    assessment = quality.assess(
-        scan, recon.object, recon.probe, recon.positions_px, recon.fourier_error, recon.illumination
-    )
     assert scan.ground_truth is not None and recon.focus is not None
+    assessment = quality.assess(
+        scan, recon.object, recon.probe, recon.positions_px, recon.fourier_error, recon.illumination,
+        focus_contrast=recon.focus.contrast,
+    )  # fmt: skip
     error = quality.object_error(recon.object, scan.ground_truth, illumination=recon.illumination)
     fit = assessment.signals.fit
     return Outcome(

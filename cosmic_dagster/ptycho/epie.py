@@ -412,8 +412,9 @@ def _run(args: argparse.Namespace, engine: str, run: EngineRun) -> int:
     print(f"{engine}: probe defocus {recon.focus.reason} ({recon.focus.seconds:.2f} s)", flush=True)
     output = write_output(args.output, recon, source=str(args.input), engine=engine)
     assessment = quality.assess(
-        scan, recon.object, recon.probe, recon.positions_px, recon.fourier_error, recon.illumination
-    )
+        scan, recon.object, recon.probe, recon.positions_px, recon.fourier_error, recon.illumination,
+        focus_contrast=recon.focus.contrast,
+    )  # fmt: skip
     judged = assessment.verdict
     error = None
     if scan.ground_truth is not None and assessment.signals.finite:

@@ -73,6 +73,19 @@ class Focus:
     parallax_m: tuple[float, ...] = ()
     """The defocus values the bright-field parallax suggested (seeds of the trials; () if none)."""
 
+    @property
+    def contrast(self) -> float | None:
+        """How sharply the trials fixed the magnitude: the best score of the candidates of the
+        chosen sign at most half its magnitude, over the chosen's (None if none was tried). Near 1
+        the data barely tell the chosen defocus from a much smaller one, and where they do not, the
+        score leans to the larger (``docs/reconstruction-quality.md``)."""
+        best = dict(self.trials).get(self.defocus_m)
+        half = 0.5 * abs(self.defocus_m) * (1 + 1e-9)  # to rounding: the ladder's midpoints are square roots
+        smaller = [s for z, s in self.trials if z * self.defocus_m > 0 and abs(z) <= half]
+        if not smaller or best is None or best <= 0:
+            return None
+        return min(smaller) / best
+
     def to_summary(self) -> dict[str, object]:
         return {
             "probe_defocus_um": self.defocus_m * 1e6,
@@ -82,6 +95,7 @@ class Focus:
             "sign_margin": self.sign_margin,
             "seconds": self.seconds,
             "parallax_um": [z * 1e6 for z in self.parallax_m],
+            "contrast": self.contrast,
         }
 
 

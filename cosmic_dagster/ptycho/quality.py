@@ -153,9 +153,11 @@ def assess(
     fourier_error: Sequence[float],
     illumination: np.ndarray,
     limits: verdict.Limits = verdict.LIMITS,
+    focus_contrast: float | None = None,
 ) -> Assessment:
     """Measure every signal of :func:`verdict.judge` on an engine's result (any engine: object and
-    probe on the scan's object grid, frames' top-left corners) and judge it, without ground truth."""
+    probe on the scan's object grid, frames' top-left corners) and judge it, without ground truth;
+    ``focus_contrast`` is the auto-focus's, where it chose the defocus."""
     finite = bool(np.isfinite(obj).all() and np.isfinite(probe).all())
     read_noise = verdict.read_noise_estimate(scan.frames)
     if not finite:
@@ -174,6 +176,7 @@ def assess(
             fit=verdict.model_fit(scan.frames, obj, probe, positions_px, scan.bad_pixels, read_noise),
             amplitude_spread=verdict.amplitude_spread(obj, lit_mask(illumination)),
             probe_coherence=shape.coherence,
+            focus_contrast=focus_contrast,
         )
     return Assessment(signals, verdict.judge(signals, limits))
 

@@ -79,6 +79,10 @@ class Limits:
     has no hot spots; a diverging or noise-fitting reconstruction does)."""
     doubt_margin: float = 0.05
     """A pass with a signal this close to its limit (relative) is doubtful."""
+    min_focus_contrast: float = 1.2
+    """A pass is doubtful where the auto-focus's trials at half the chosen defocus or less predicted
+    the held-out frames within this factor as well (:attr:`focus.Focus.contrast`): there the search
+    leans to too large a defocus, and the image can fit the data while wrong."""
 
     def allowed_fourier_error(self, noise_floor: float) -> float:
         """The most Fourier error a model may keep over data of this noise floor."""
@@ -117,6 +121,8 @@ class Signals:
     coverage: float | None = None
     dose: float | None = None
     beam_px: float | None = None
+    focus_contrast: float | None = None
+    """:attr:`focus.Focus.contrast` of an auto-focused run (None: fixed defocus, another engine)."""
 
     def to_summary(self) -> dict[str, object]:
         """The figures an operator sees next to the verdict (JSON-able)."""
@@ -125,7 +131,7 @@ class Signals:
             out.update(asdict(self.fit), error_to_noise_floor=self.fit.error_to_floor)
         if self.amplitude_spread is not None:
             out["amplitude_spread"] = self.amplitude_spread
-        for name in ("probe_coherence", "coverage", "dose", "beam_px"):
+        for name in ("probe_coherence", "coverage", "dose", "beam_px", "focus_contrast"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
         return out
@@ -411,8 +417,15 @@ def judge(signals: Signals, limits: Limits = LIMITS) -> Verdict:
         return Verdict(True, reason)
     closest = min(bounds, key=lambda bound: bound.room)
     doubt = ""
+    contrast = signals.focus_contrast
     if closest.room < limits.doubt_margin:
         doubt = f"doubtful: {closest.figure}, within {limits.doubt_margin:.0%} of its limit"
+    elif contrast is not None and contrast < limits.min_focus_contrast:
+        doubt = (
+            f"doubtful: the auto-focus's trials at half the chosen defocus or less scored only "
+            f"{contrast:.2f}x worse (less than {limits.min_focus_contrast:g}x): the data barely fix "
+            "the probe's defocus, and a too large one can fit them with a wrong image"
+        )
     return Verdict(True, reason, doubt=doubt, closest=closest.signal, margin=closest.room)
 
 

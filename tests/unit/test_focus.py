@@ -71,3 +71,12 @@ def test_the_trials_spend_at_most_their_share_of_a_run(tiny: cxi.ScanData, frame
     assert 0 < len(spent) <= focus.TRIALS and chosen.chosen_by == "auto"
     floor = focus.MIN_TRAINING_FRAMES * focus.TRIAL_ITERATIONS * focus.TRIALS
     assert sum(spent) <= max(focus.COST_SHARE * 100 * frames, floor)
+
+
+def test_the_contrast_compares_the_chosen_defocus_with_half_of_it_or_less() -> None:
+    trials = ((5e-6, 1.3), (10e-6, 1.1), (14e-6, 1.01), (20e-6, 1.0), (-10e-6, 1.05))
+    chosen = focus.Focus(20e-6, "auto", "", trials=trials)
+    assert chosen.contrast == pytest.approx(1.1)  # 14 µm is more than half; -10 µm the other sign
+    assert chosen.to_summary()["contrast"] == pytest.approx(1.1)
+    assert focus.Focus(5e-6, "auto", "", trials=trials[:1]).contrast is None  # nothing half as large
+    assert focus.fixed(20e-6).contrast is None

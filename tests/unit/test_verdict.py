@@ -173,3 +173,17 @@ def test_a_pass_at_the_edge_of_a_limit_is_doubtful_and_says_which() -> None:
     assert verdict.judge(coherent_edge).doubtful
     failed = verdict.judge(Signals([1, 0.01], True, Fit(0.012, 0.01, 0.85)))
     assert not failed.ok and not failed.doubtful and failed.closest == ""
+
+
+def test_a_pass_whose_defocus_the_data_barely_fixed_is_doubtful() -> None:
+    """The five wrong passes of seeds 17-21 all had trials at half the defocus within 1.2x (docs)."""
+
+    def judged(contrast: float | None) -> verdict.Verdict:
+        fit = Fit(0.012, 0.01, 1.0)
+        return verdict.judge(Signals([1, 0.01], True, fit, probe_coherence=0.995, focus_contrast=contrast))
+
+    assert judged(1.1).ok and judged(1.1).doubtful and "barely fix the probe's defocus" in judged(1.1).doubt
+    assert "1.10x worse" in judged(1.1).doubt
+    assert not judged(1.5).doubtful and not judged(None).doubtful
+    assert judged(1.1).closest and judged(1.1).margin is not None  # the bounds' room is still reported
+    assert Signals([1, 0.01], True, focus_contrast=1.1).to_summary()["focus_contrast"] == 1.1
