@@ -12,6 +12,7 @@ from cosmic_dagster.defs.progress import scan_progress
 from cosmic_dagster.domain.ledger import Ledger
 from cosmic_dagster.domain.quarantine import KIND as QUARANTINE
 from cosmic_dagster.domain.scans import scan_key
+from cosmic_dagster.ptycho import verdict
 
 
 def run_batch(defs, instance, keys, job="scan_job", run_config=None, tags=None):
@@ -64,6 +65,7 @@ def test_reconstruction_metadata_and_preview(defs, beamline):
     # The engine chose the probe defocus itself and says why; the verdict's main figure is shown.
     assert recon["probe_defocus_chosen_by"] == "auto" and recon["probe_defocus_um"] > 0
     assert "held-out frames" in recon["probe_defocus_reason"] and recon["auto_focus_s"] >= 0
+    assert recon["probe_defocus_contrast"] > verdict.LIMITS.min_focus_contrast  # the data fixed it
     assert 0.5 < recon["error_to_noise_floor"] < 2 and recon["noise_floor"] > 0
     assert 20 < recon["beam_px"] < 29  # the simulated beam is 24 px across
     assert recon["detector_binning"] == 1  # the demo's counts are high: full frames
