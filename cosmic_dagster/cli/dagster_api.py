@@ -19,6 +19,11 @@ from cosmic_dagster.errors import CosmicError
 
 LOCATION = "cosmic_dagster"
 REPOSITORY = "__repository__"
+#: What the webserver answers for our definitions while the code location is not loaded (the code
+#: server down or restarting).
+_UNLOADED_LOCATION_ERRORS = frozenset(
+    {"AssetNotFoundError", "PipelineNotFoundError", "RepositoryNotFoundError", "RepositoryLocationNotFound"}
+)
 
 
 class GraphQLError(CosmicError, RuntimeError):
@@ -44,11 +49,14 @@ class DagsterApi:
             raise GraphQLError("; ".join(e.get("message", str(e)) for e in body["errors"]))
         return body["data"]
 
-    @staticmethod
-    def _ok(result: dict[str, Any], success: str) -> dict[str, Any]:
-        if result.get("__typename") != success:
-            message = result.get("message") or result.get("__typename")
-            raise GraphQLError(f"{result.get('__typename')}: {message}")
+    def _ok(self, result: dict[str, Any], success: str) -> dict[str, Any]:
+        """``result`` if it is ``success``; else a :class:`GraphQLError` with the server's message,
+        or, for a definition "not found" while the code location is not loaded, with why not."""
+        kind = result.get("__typename")
+        if kind != success:
+            if kind in _UNLOADED_LOCATION_ERRORS and (why := self.location_error()):
+                raise GraphQLError(f"the webserver has not loaded code location {LOCATION!r}: {why}")
+            raise GraphQLError(f"{kind}: {result.get('message') or kind}")
         return result
 
     def add_partition(self, partitions_def: str, key: str) -> None:
@@ -102,8 +110,6 @@ class DagsterApi:
                       unmaterializedPartitions materializingPartitions } } } } }""",
             {"k": {"path": [asset]}},
         )["assetNodeOrError"]
-        if data["__typename"] == "AssetNotFoundError" and (why := self.location_error()):
-            raise GraphQLError(f"the webserver has not loaded code location {LOCATION!r}: {why}")
         self._ok(data, "AssetNode")
         statuses = data["assetPartitionStatuses"]
         failed, running = statuses["failedPartitions"], statuses["materializingPartitions"]
