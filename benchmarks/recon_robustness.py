@@ -52,6 +52,9 @@ MIN_OVERLAP = 0.5
 #: A beam narrower than this (object pixels) is nearly focused: probe and object cannot be told apart
 #: (the verdict, measuring the reconstructed probe, asks for a margin more: ``Limits.min_beam_px``).
 MIN_BEAM_PX = 8.0
+#: Well-posed beams narrower than this are where the auto-focus misjudges the magnitude (a table
+#: axis of their own; docs/reconstruction-quality.md, "What limits success now").
+NARROW_BEAM_PX = 13.0
 #: Frame sizes and how often they are drawn (small frames dominate the run time budget).
 FRAME_SIZES = (64, 64, 64, 128, 128, 128, 128, 256, 256, 512)
 #: Frame sizes of the few big cases added to every run.
@@ -234,8 +237,11 @@ def axis_values(case: Case) -> dict[str, str]:
         "dark frames": "yes" if s.dark_frames else "no",
         "background": "yes" if s.background else "no",
         "jitter": "<0.15" if s.jitter < 0.15 else ">=0.15",
-        # Narrow beams are where the auto-focus misjudges the magnitude (docs/reconstruction-quality.md).
-        "beam px": "<13" if s.beam_diameter_px < 13 else "13-30" if s.beam_diameter_px < 30 else ">=30",
+        "beam px": f"<{NARROW_BEAM_PX:g}"
+        if s.beam_diameter_px < NARROW_BEAM_PX
+        else f"{NARROW_BEAM_PX:g}-30"
+        if s.beam_diameter_px < 30
+        else ">=30",
     }
 
 
