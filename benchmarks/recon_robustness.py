@@ -150,6 +150,11 @@ class Outcome:
     chosen_um: float
     focus_s: float
     recon_s: float
+    runs: int
+    """Whole runs made: more than 1 where the verdict failed the first and it was repeated from a
+    smaller defocus (:data:`~cosmic_dagster.ptycho.focus.RERUN_FACTORS`)."""
+    rerun_s: float
+    """The time of the runs not kept."""
     binning: int
     """The engine's detector binning (1: none; :mod:`cosmic_dagster.ptycho.lowcount`)."""
     focus_trials_um: tuple[tuple[float, float], ...]
@@ -171,15 +176,14 @@ def run_case(case: Case, engine: str = "epie") -> Outcome:
         with h5py.File(path, "r") as f:
             true_probe = f[layout.GROUND_TRUTH_PROBE][()]
     fixed = -effective_defocus_m(case.spec) if case.wrong_defocus else None
-    if engine == "batched":  # one thread per worker process: the pool already fills the cores
-        recon = batched.reconstruct(scan, probe_defocus_m=fixed, backend=backends.cpu_backend(1))
-    else:
-        recon = epie.reconstruct(scan, probe_defocus_m=fixed)
+
+    def run(defocus_m: float | None) -> epie.Reconstruction:
+        if engine == "batched":  # one thread per worker process: the pool already fills the cores
+            return batched.reconstruct(scan, probe_defocus_m=defocus_m, backend=backends.cpu_backend(1))
+        return epie.reconstruct(scan, probe_defocus_m=defocus_m)
+
+    recon, assessment = epie.judged_run(scan, run, fixed)  # as the job command runs an engine
     assert scan.ground_truth is not None and recon.focus is not None
-    assessment = quality.assess(
-        scan, recon.object, recon.probe, recon.positions_px, recon.fourier_error, recon.illumination,
-        focus_contrast=recon.focus.contrast,
-    )  # fmt: skip
     error = quality.object_error(recon.object, scan.ground_truth, illumination=recon.illumination)
     fit = assessment.signals.fit
     return Outcome(
@@ -194,6 +198,8 @@ def run_case(case: Case, engine: str = "epie") -> Outcome:
         chosen_um=recon.focus.defocus_m * 1e6,
         focus_s=recon.focus.seconds,
         recon_s=recon.seconds,
+        runs=max(1, len(recon.focus.runs)),
+        rerun_s=recon.focus.rerun_seconds,
         binning=int(recon.params["detector_binning"]),
         focus_trials_um=tuple((z * 1e6, score) for z, score in recon.focus.trials),
     )
@@ -351,6 +357,15 @@ def main() -> None:
         f"detector binning: {len(binned)} scans ({by_factor}), "
         f"success {tally(binned)['success']:.2f} of their well-posed"
     )
+    rerun = [o for o in normal if o.runs > 1]
+    kept = [o for o in rerun if o.ok]
+    print(
+        f"reruns from a smaller defocus (the verdict failed the first run): {len(rerun)} scans, "
+        f"{len(kept)} passed ({sum(o.object_error <= SUCCESS for o in kept)} with object error "
+        f"<= {SUCCESS:g}, {sum(o.object_error > FALSE_PASS for o in kept)} > {FALSE_PASS:g}); "
+        "their extra time a median "
+        f"{_median(o.rerun_s / o.recon_s for o in rerun if o.recon_s > 0)} one run"
+    )
     print(
         f"auto-focus: right sign {sign_right}/{len(normal)}, cost median {statistics.median(ratio):.2f}x "
         f"(max {max(ratio):.2f}x) one plain run; "
@@ -365,7 +380,7 @@ def main() -> None:
         f"wrong_defocus_runs={len(wrong)} "
         f"noise_limit_ratio_median={limit_ratio:.1f} "
         f"wrong_defocus_passed={wrong_pass} focus_cost_median={statistics.median(ratio):.2f} "
-        f"binned={len(binned)} "
+        f"binned={len(binned)} reruns={len(rerun)} rerun_passed={len(kept)} "
         f"wall_s={wall:.0f} engine={args.engine}"
     )
 

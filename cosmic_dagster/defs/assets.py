@@ -317,6 +317,8 @@ def _recon_metadata(result: Reconstruction, compute: ComputeResource) -> dict[st
             meta["auto_focus_s"] = round(focus["seconds"], 2)
         if focus.get("contrast") is not None:  # near 1: the data barely fixed the defocus (a doubt)
             meta["probe_defocus_contrast"] = round(focus["contrast"], 3)
+        if focus.get("runs"):  # the verdict failed the first run: repeated from a smaller defocus
+            meta["reconstruction_runs"] = len(focus["runs"])
     if summary.get("object_error") is not None:
         meta["object_error"] = summary["object_error"]
     if summary.get("device"):  # engines over ptycho/xp: where it ran, and its GPU memory peak

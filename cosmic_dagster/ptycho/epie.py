@@ -391,6 +391,51 @@ def _run_epie(
     )
 
 
+def judged_run(
+    scan: cxi.ScanData,
+    run: Callable[[float | None], Reconstruction],
+    defocus_m: float | None = None,
+    *,
+    log: Callable[[str], None] | None = None,
+) -> tuple[Reconstruction, quality.Assessment]:
+    """``run`` (an engine on ``scan`` from a probe defocus; None: its auto-focus) judged by the
+    verdict. Where the verdict fails a run from a defocus the auto-focus chose, the run is repeated
+    from :attr:`~cosmic_dagster.ptycho.focus.Focus.rerun_defocus_m` and the first the verdict
+    passes is kept (else the first run); the result's focus records every run."""
+    first = run(defocus_m)
+    chosen = first.focus
+    assert chosen is not None
+    assessment = _assess(scan, first, chosen)
+    if assessment.verdict.ok or not chosen.rerun_defocus_m:
+        return first, assessment
+    runs = [(chosen.defocus_m, assessment.verdict.signal)]
+    spent = 0.0  # by the reruns the verdict failed
+    for rerun_m in chosen.rerun_defocus_m:
+        if log is not None:
+            log(
+                f"verdict NOT OK from {runs[-1][0] * 1e6:+.1f} µm ({runs[-1][1]}): "
+                f"running again from {rerun_m * 1e6:+.1f} µm"
+            )
+        again = run(rerun_m)
+        runs.append((rerun_m, ""))
+        refocused = chosen.after_reruns(tuple(runs), first.seconds + spent)
+        rerun_assessment = _assess(scan, again, refocused, failed_runs=len(runs) - 1)
+        if rerun_assessment.verdict.ok:
+            return replace(again, focus=refocused), rerun_assessment
+        runs[-1] = (rerun_m, rerun_assessment.verdict.signal)
+        spent += again.seconds
+    return replace(first, focus=chosen.after_reruns(tuple(runs), spent)), assessment
+
+
+def _assess(
+    scan: cxi.ScanData, recon: Reconstruction, chosen: focus.Focus, failed_runs: int = 0
+) -> quality.Assessment:
+    return quality.assess(
+        scan, recon.object, recon.probe, recon.positions_px, recon.fourier_error, recon.illumination,
+        focus_contrast=chosen.contrast, failed_runs=failed_runs,
+    )  # fmt: skip
+
+
 def _run(args: argparse.Namespace, engine: str, run: EngineRun) -> int:
     scan = cxi.load_scan(args.input)
     s = scan.summary
@@ -407,14 +452,17 @@ def _run(args: argparse.Namespace, engine: str, run: EngineRun) -> int:
         if done % every == 0 or done == args.iterations or not math.isfinite(error):
             print(f"{engine}: iteration {done}/{args.iterations} fourier_error {error:.5g}", flush=True)
 
-    recon = run(scan, args, report)
+    def run_from(defocus_m: float | None) -> Reconstruction:
+        defocus_um = None if defocus_m is None else defocus_m * 1e6
+        return run(scan, argparse.Namespace(**{**vars(args), "probe_defocus_um": defocus_um}), report)
+
+    recon, assessment = judged_run(
+        scan, run_from, None if args.probe_defocus_um is None else args.probe_defocus_um * 1e-6,
+        log=lambda line: print(f"{engine}: {line}", flush=True),
+    )  # fmt: skip
     assert recon.focus is not None
     print(f"{engine}: probe defocus {recon.focus.reason} ({recon.focus.seconds:.2f} s)", flush=True)
     output = write_output(args.output, recon, source=str(args.input), engine=engine)
-    assessment = quality.assess(
-        scan, recon.object, recon.probe, recon.positions_px, recon.fourier_error, recon.illumination,
-        focus_contrast=recon.focus.contrast,
-    )  # fmt: skip
     judged = assessment.verdict
     error = None
     if scan.ground_truth is not None and assessment.signals.finite:

@@ -154,10 +154,12 @@ def assess(
     illumination: np.ndarray,
     limits: verdict.Limits = verdict.LIMITS,
     focus_contrast: float | None = None,
+    failed_runs: int = 0,
 ) -> Assessment:
     """Measure every signal of :func:`verdict.judge` on an engine's result (any engine: object and
     probe on the scan's object grid, frames' top-left corners) and judge it, without ground truth;
-    ``focus_contrast`` is the auto-focus's, where it chose the defocus."""
+    ``focus_contrast`` is the auto-focus's, where it chose the defocus; ``failed_runs`` the runs
+    of this scan the verdict failed before (a pass after them is doubtful)."""
     finite = bool(np.isfinite(obj).all() and np.isfinite(probe).all())
     read_noise = verdict.read_noise_estimate(scan.frames)
     if not finite:
@@ -177,6 +179,7 @@ def assess(
             amplitude_spread=verdict.amplitude_spread(obj, lit_mask(illumination)),
             probe_coherence=shape.coherence,
             focus_contrast=focus_contrast,
+            failed_runs=failed_runs,
         )
     return Assessment(signals, verdict.judge(signals, limits))
 

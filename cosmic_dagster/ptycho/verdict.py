@@ -123,6 +123,8 @@ class Signals:
     beam_px: float | None = None
     focus_contrast: float | None = None
     """:attr:`focus.Focus.contrast` of an auto-focused run (None: fixed defocus, another engine)."""
+    failed_runs: int = 0
+    """Runs of this scan the verdict failed before this one (:data:`focus.RERUN_FACTORS`)."""
 
     def to_summary(self) -> dict[str, object]:
         """The figures an operator sees next to the verdict (JSON-able)."""
@@ -134,6 +136,8 @@ class Signals:
         for name in ("probe_coherence", "coverage", "dose", "beam_px", "focus_contrast"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
+        if self.failed_runs:
+            out["failed_runs"] = self.failed_runs
         return out
 
 
@@ -420,6 +424,12 @@ def judge(signals: Signals, limits: Limits = LIMITS) -> Verdict:
     contrast = signals.focus_contrast
     if closest.room < limits.doubt_margin:
         doubt = f"doubtful: {closest.figure}, within {limits.doubt_margin:.0%} of its limit"
+    elif signals.failed_runs:
+        doubt = (
+            f"doubtful: a rerun from a smaller defocus than the auto-focus chose, after the verdict failed "
+            f"{signals.failed_runs} run(s) from larger ones; it may still hold a too wide probe: look at "
+            "the image"
+        )
     elif contrast is not None and contrast < limits.min_focus_contrast:
         doubt = (
             f"doubtful: the auto-focus's trials at half the chosen defocus or less scored only "

@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from cosmic_dagster.ptycho import cxi, epie, focus, lowcount, simulate
+from cosmic_dagster.ptycho import cxi, epie, focus, lowcount, quality, simulate
 from cosmic_dagster.ptycho.simulate import SimulationSpec
 
 NAME = "NS_230216033_ccdframes_0_0.cxi"
@@ -80,3 +80,46 @@ def test_the_contrast_compares_the_chosen_defocus_with_half_of_it_or_less() -> N
     assert chosen.to_summary()["contrast"] == pytest.approx(1.1)
     assert focus.Focus(5e-6, "auto", "", trials=trials[:1]).contrast is None  # nothing half as large
     assert focus.fixed(20e-6).contrast is None
+
+
+@pytest.fixture(scope="module")
+def narrow(tmp_path_factory: pytest.TempPathFactory) -> cxi.ScanData:
+    """A narrow beam (10 px) on which the search picks 3.6x the true defocus (benchmark seed 18,
+    case 45): its run keeps a too wide probe, which the verdict fails."""
+    spec = SimulationSpec(
+        n_side=6, frame_size=64, step_px=3.327, jitter=0.254, energy_ev=1145.2, detector_pixel_m=78.3e-6,
+        defocus_m=-11.0e-6, photons=2.36e6, seed=45, sample="cells", translation_columns=3,
+        bad_pixel_fraction=0.002, read_noise=0.354,
+    )  # fmt: skip
+    return cxi.load_scan(simulate.write_scan(tmp_path_factory.mktemp("narrow") / NAME, spec))
+
+
+def test_a_run_the_verdict_fails_is_repeated_from_a_smaller_defocus(narrow: cxi.ScanData) -> None:
+    lines: list[str] = []
+    recon, assessment = epie.judged_run(
+        narrow, lambda z: epie.reconstruct(narrow, probe_defocus_m=z), log=lines.append
+    )
+    chosen = recon.focus
+    assert chosen is not None and chosen.chosen_by == "auto"
+    searched, first_failure = chosen.runs[0]
+    assert abs(searched) > 2 * 11e-6 and first_failure  # the search's pick, too large, failed
+    assert chosen.runs[-1] == (chosen.defocus_m, "") and assessment.verdict.ok, chosen.reason
+    assert assessment.verdict.doubtful and "rerun from a smaller defocus" in assessment.verdict.doubt
+    assert chosen.defocus_m in [searched * f for f in focus.RERUN_FACTORS]
+    assert len(lines) == len(chosen.runs) - 1  # the log says each rerun and why
+    assert narrow.ground_truth is not None
+    error = quality.object_error(recon.object, narrow.ground_truth, illumination=recon.illumination)
+    assert error <= 0.15 and "kept the run from" in chosen.reason
+    assert chosen.to_summary()["runs"][0]["verdict_signal"] == first_failure
+
+
+def test_an_operators_defocus_is_not_second_guessed(narrow: cxi.ScanData) -> None:
+    runs: list[float | None] = []
+
+    def run(defocus_m: float | None) -> epie.Reconstruction:
+        runs.append(defocus_m)
+        return epie.reconstruct(narrow, 10, probe_defocus_m=defocus_m)
+
+    recon, assessment = epie.judged_run(narrow, run, -40e-6)  # far off: the verdict fails it
+    assert not assessment.verdict.ok and runs == [-40e-6]
+    assert recon.focus is not None and recon.focus.runs == () and focus.fixed(-40e-6).rerun_defocus_m == ()

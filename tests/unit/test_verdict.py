@@ -187,3 +187,20 @@ def test_a_pass_whose_defocus_the_data_barely_fixed_is_doubtful() -> None:
     assert not judged(1.5).doubtful and not judged(None).doubtful
     assert judged(1.1).closest and judged(1.1).margin is not None  # the bounds' room is still reported
     assert Signals([1, 0.01], True, focus_contrast=1.1).to_summary()["focus_contrast"] == 1.1
+
+
+def test_a_pass_after_failed_runs_is_doubtful_before_any_contrast() -> None:
+    """A rerun from a smaller defocus may still hold a too wide probe (docs: "Reruns")."""
+
+    def judged(failed_runs: int, contrast: float | None = None) -> verdict.Verdict:
+        fit = Fit(0.012, 0.01, 1.0)
+        signals = Signals(
+            [1, 0.01], True, fit, probe_coherence=0.995, focus_contrast=contrast, failed_runs=failed_runs
+        )
+        return verdict.judge(signals)
+
+    assert judged(1).ok and judged(1).doubtful and "after the verdict failed 1 run(s)" in judged(1).doubt
+    assert "rerun from a smaller defocus" in judged(2, contrast=1.1).doubt
+    assert not judged(0).doubtful
+    assert Signals([1, 0.01], True, failed_runs=2).to_summary()["failed_runs"] == 2
+    assert "failed_runs" not in Signals([1, 0.01], True).to_summary()
