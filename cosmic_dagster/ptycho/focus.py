@@ -49,7 +49,8 @@ TRIAL_ITERATIONS = 6
 #: Where the verdict fails the run from the chosen defocus, the run is repeated from these fractions
 #: of it, in turn, and the first the verdict passes is kept: the trials' score leans to too large a
 #: defocus (most on narrow beams), whose runs keep a too wide probe or make a wrong image, while a
-#: run from too small a defocus costs little (``docs/reconstruction-quality.md``, "Reruns").
+#: run from too small a defocus costs little (``docs/reconstruction-quality.md``, "Reruns from a
+#: smaller defocus").
 RERUN_FACTORS = (0.5, 0.25)
 #: The trials may spend this share of the run's frame-iterations (the rest of one run's time goes
 #: to their set-up and scoring): small scans get a smaller patch ...

@@ -3,7 +3,9 @@ narrows onto a defocus between its coarse candidates; within budget either way."
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,7 +85,7 @@ def test_the_contrast_compares_the_chosen_defocus_with_half_of_it_or_less() -> N
 
 
 @pytest.fixture(scope="module")
-def narrow(tmp_path_factory: pytest.TempPathFactory) -> cxi.ScanData:
+def narrow_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A narrow beam (10 px) on which the search picks 3.6x the true defocus (benchmark seed 18,
     case 45): its run keeps a too wide probe, which the verdict fails."""
     spec = SimulationSpec(
@@ -91,7 +93,12 @@ def narrow(tmp_path_factory: pytest.TempPathFactory) -> cxi.ScanData:
         defocus_m=-11.0e-6, photons=2.36e6, seed=45, sample="cells", translation_columns=3,
         bad_pixel_fraction=0.002, read_noise=0.354,
     )  # fmt: skip
-    return cxi.load_scan(simulate.write_scan(tmp_path_factory.mktemp("narrow") / NAME, spec))
+    return simulate.write_scan(tmp_path_factory.mktemp("narrow") / NAME, spec)
+
+
+@pytest.fixture(scope="module")
+def narrow(narrow_path: Path) -> cxi.ScanData:
+    return cxi.load_scan(narrow_path)
 
 
 def test_a_run_the_verdict_fails_is_repeated_from_a_smaller_defocus(narrow: cxi.ScanData) -> None:
@@ -123,3 +130,14 @@ def test_an_operators_defocus_is_not_second_guessed(narrow: cxi.ScanData) -> Non
     recon, assessment = epie.judged_run(narrow, run, -40e-6)  # far off: the verdict fails it
     assert not assessment.verdict.ok and runs == [-40e-6]
     assert recon.focus is not None and recon.focus.runs == () and focus.fixed(-40e-6).rerun_defocus_m == ()
+
+
+def test_the_job_command_records_each_run_and_doubts_the_rerun(narrow_path: Path, tmp_path: Path) -> None:
+    summary_path = tmp_path / "summary.json"
+    code = epie.main([str(narrow_path), str(tmp_path / "out.h5"), "--summary", str(summary_path)])
+    summary = json.loads(summary_path.read_text())
+    runs = summary["probe_focus"]["runs"]
+    assert code == 0 and summary["verdict_ok"] and "rerun from a smaller defocus" in summary["verdict_doubt"]
+    assert len(runs) >= 2 and runs[0]["verdict_signal"] and runs[-1]["verdict_signal"] == ""
+    assert summary["parameters"]["probe_defocus_m"] * 1e6 == pytest.approx(runs[-1]["probe_defocus_um"])
+    assert summary["quality"]["failed_runs"] == len(runs) - 1 and summary["probe_focus"]["rerun_seconds"] > 0
