@@ -417,12 +417,11 @@ def judged_run(
                 f"running again from {rerun_m * 1e6:+.1f} µm"
             )
         again = run(rerun_m)
-        runs.append((rerun_m, ""))
-        refocused = chosen.after_reruns(tuple(runs), first.seconds + spent)
-        rerun_assessment = _assess(scan, again, refocused, failed_runs=len(runs) - 1)
+        refocused = chosen.after_reruns((*runs, (rerun_m, "")), first.seconds + spent)
+        rerun_assessment = _assess(scan, again, refocused, failed_runs=len(runs))
         if rerun_assessment.verdict.ok:
             return replace(again, focus=refocused), rerun_assessment
-        runs[-1] = (rerun_m, rerun_assessment.verdict.signal)
+        runs.append((rerun_m, rerun_assessment.verdict.signal))
         spent += again.seconds
     return replace(first, focus=chosen.after_reruns(tuple(runs), spent)), assessment
 
