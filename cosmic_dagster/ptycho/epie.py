@@ -115,12 +115,13 @@ def binned_trial(run: ShortRun, cone: lowcount.Cone) -> focus.Trial:
     iteration), on the frames binned as a run at the trial's defocus would bin them. The trials
     share one patch, so each binning of it is made once."""
     binned: lowcount.BinnedFrames | None = None
+    guess: optics.Propagation | None = None
 
     def trial(patch: cxi.ScanData, defocus_m: float, iterations: int) -> tuple[np.ndarray, np.ndarray]:
-        nonlocal binned
+        nonlocal binned, guess
         if binned is None or binned.source is not patch:
-            binned = lowcount.BinnedFrames(patch)
-        recon = binned_run(lambda s, z: run(s, z, iterations), patch, defocus_m, cone, binned)
+            binned, guess = lowcount.BinnedFrames(patch), probe_guess(patch)
+        recon = binned_run(lambda s, z: run(s, z, iterations), patch, defocus_m, cone, binned, guess)
         return recon.object, recon.probe
 
     return trial
@@ -132,16 +133,17 @@ def binned_run(
     defocus_m: float,
     cone: lowcount.Cone,
     binned: lowcount.BinnedFrames | None = None,
+    guess: optics.Propagation | None = None,
 ) -> Reconstruction:
     """``run`` on ``scan`` binned as :func:`lowcount.binning_factor` says (for any engine; from
-    ``binned``, ``scan``'s frames binned before, where given); the result on the scan's own frame,
-    its parameters saying the binning."""
+    ``binned``, ``scan``'s frames binned before, and ``guess``, its :func:`probe_guess`, where
+    given); the result on the scan's own frame, its parameters saying the binning."""
     factor = lowcount.binning_factor(scan, cone, defocus_m)
     if factor == 1:
         recon = run(scan, defocus_m)
     else:
         frames = binned or lowcount.BinnedFrames(scan)
-        recon = run(frames.scan(factor, initial_probe(scan, defocus_m)), 0.0)
+        recon = run(frames.scan(factor, (guess or probe_guess(scan)).to(defocus_m)), 0.0)
         probe = lowcount.unbin_probe(recon.probe, scan.frames.shape[1:])
         positions = np.rint(scan.positions_px).astype(np.int64)
         illumination = quality.illumination(probe, positions, scan.object_shape)
@@ -226,11 +228,16 @@ def nominal_defocus_m(scan: cxi.ScanData) -> float:
 
 def initial_probe(scan: cxi.ScanData, defocus_m: float) -> np.ndarray:
     """The stored probe guess (or, without one, acme's recipe from the mean pattern), defocused."""
+    return probe_guess(scan).to(defocus_m)
+
+
+def probe_guess(scan: cxi.ScanData) -> optics.Propagation:
+    """:func:`initial_probe` at any defocus (its spectrum taken once)."""
     guess = scan.probe_guess
     if guess is None:
         guess = optics.centred_ifft2(np.sqrt(np.maximum(scan.frames.mean(axis=0), 0)))
     dx, dy = scan.object_pixel_size_m
-    return optics.propagate(guess, (dy, dx), scan.wavelength_m, defocus_m)
+    return optics.Propagation(guess, (dy, dx), scan.wavelength_m)
 
 
 class _Workspace:

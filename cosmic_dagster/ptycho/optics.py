@@ -55,9 +55,12 @@ def centred_frequencies(
 def fresnel_transfer(
     shape: tuple[int, int], pixel_m: tuple[float, float], wavelength: float, dz_m: float
 ) -> np.ndarray:
-    """Centred Fresnel transfer function ``exp(+iπ λ dz |q|²)`` (complex64)."""
+    """Centred Fresnel transfer function ``exp(+iπ λ dz |q|²)`` (complex64), as the outer product of
+    its row and column factors: a frame's worth of complex exponentials took the auto-focus longer
+    than a binned trial's iterations on large frames."""
     qy, qx = centred_frequencies(shape, pixel_m)
-    return np.exp(1j * np.pi * wavelength * dz_m * (qy**2 + qx**2)).astype(np.complex64)
+    phase = np.pi * wavelength * dz_m
+    return (np.exp(1j * phase * qy**2) * np.exp(1j * phase * qx**2)).astype(np.complex64)
 
 
 def centred_fft2(field: np.ndarray) -> np.ndarray:
@@ -74,10 +77,27 @@ def centred_ifft2(spectrum: np.ndarray) -> np.ndarray:
 
 def propagate(field: np.ndarray, pixel_m: tuple[float, float], wavelength: float, dz_m: float) -> np.ndarray:
     """Free-space propagation of a centred field by ``dz_m`` (angular spectrum, Fresnel kernel)."""
-    if dz_m == 0:
-        return field.astype(np.complex64)
-    transfer = fresnel_transfer(field.shape[-2:], pixel_m, wavelength, dz_m)
-    return centred_ifft2(centred_fft2(field) * transfer).astype(np.complex64)
+    return Propagation(field, pixel_m, wavelength).to(dz_m)
+
+
+class Propagation:
+    """A centred field whose angular spectrum is taken once, propagated to any distance: the
+    auto-focus propagates one probe guess to each of its candidates."""
+
+    def __init__(self, field: np.ndarray, pixel_m: tuple[float, float], wavelength: float) -> None:
+        self.field = field
+        self.pixel_m = pixel_m
+        self.wavelength = wavelength
+        self._spectrum: np.ndarray | None = None
+
+    def to(self, dz_m: float) -> np.ndarray:
+        """The field ``dz_m`` downstream (complex64)."""
+        if dz_m == 0:
+            return self.field.astype(np.complex64)
+        if self._spectrum is None:
+            self._spectrum = centred_fft2(self.field)
+        transfer = fresnel_transfer(self.field.shape[-2:], self.pixel_m, self.wavelength, dz_m)
+        return centred_ifft2(self._spectrum * transfer).astype(np.complex64)
 
 
 def zone_plate_pupil(n_pixels: int, radius_px: float, central_stop: float) -> np.ndarray:

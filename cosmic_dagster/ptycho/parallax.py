@@ -92,12 +92,13 @@ def parallax_scores(scan: cxi.ScanData) -> tuple[np.ndarray, np.ndarray, float]:
     n_px = scan.frames.shape[1]
     pixel_m = scan.object_pixel_size_m[0]
     per_object_px = n_px * pixel_m**2 / (scan.wavelength_m * candidates)  # m of the module docstring
-    spectra = fft.fft2(contrast, workers=1)
-    disc_spectrum = fft.fft2(disc.astype(np.float32), workers=1)
-    overlap = fft.ifft2(np.conj(disc_spectrum) * disc_spectrum, workers=1).real
+    shape = contrast.shape[1:]  # real images, so half spectra: about half the time of complex FFTs
+    spectra = fft.rfft2(contrast, workers=1)
+    disc_spectrum = fft.rfft2(disc.astype(np.float32), workers=1)
+    overlap = fft.irfft2(np.conj(disc_spectrum) * disc_spectrum, shape, workers=1)
     patch_positions = scan.positions_px[patch]
     for i, j in neighbour_pairs(patch_positions):
-        correlation = fft.ifft2(np.conj(spectra[i]) * spectra[j], workers=1).real
+        correlation = fft.irfft2(np.conj(spectra[i]) * spectra[j], shape, workers=1)
         dy, dx = patch_positions[j] - patch_positions[i]
         shared = _sample(overlap, per_object_px * dy, per_object_px * dx)
         value = _sample(correlation, per_object_px * dy, per_object_px * dx) / np.maximum(shared, 1.0)
