@@ -406,31 +406,51 @@ def judged_run(
     log: Callable[[str], None] | None = None,
 ) -> tuple[Reconstruction, quality.Assessment]:
     """``run`` (an engine on ``scan`` from a probe defocus; None: its auto-focus) judged by the
-    verdict. Where the verdict fails a run from a defocus the auto-focus chose, the run is repeated
-    from :attr:`~cosmic_dagster.ptycho.focus.Focus.rerun_defocus_m` and the first the verdict
-    passes is kept (else the first run); the result's focus records every run."""
+    verdict. Where the verdict fails a run from a defocus the auto-focus chose, or passes one whose
+    model lost photons (:meth:`~cosmic_dagster.ptycho.verdict.Signals.lost_photons`: a too wide
+    probe loses them too), the run is repeated from
+    :attr:`~cosmic_dagster.ptycho.focus.Focus.rerun_defocus_m` until one passes without that loss.
+    Kept: that run, else the first the verdict passed, else the first run; the result's focus
+    records every run."""
     first = run(defocus_m)
     chosen = first.focus
     assert chosen is not None
     assessment = _assess(scan, first, chosen)
-    if assessment.verdict.ok or not chosen.rerun_defocus_m:
+    if _clean(assessment) or not chosen.rerun_defocus_m:
         return first, assessment
-    runs = [(chosen.defocus_m, assessment.verdict.signal)]
-    spent = 0.0  # by the reruns the verdict failed
+    runs = [(chosen.defocus_m, _not_kept_for(assessment))]
+    results = [(first, assessment)]
     for rerun_m in chosen.rerun_defocus_m:
         if log is not None:
             log(
-                f"verdict NOT OK from {runs[-1][0] * 1e6:+.1f} µm ({runs[-1][1]}): "
+                f"not kept from {runs[-1][0] * 1e6:+.1f} µm ({runs[-1][1]}): "
                 f"running again from {rerun_m * 1e6:+.1f} µm"
             )
         again = run(rerun_m)
-        refocused = chosen.after_reruns((*runs, (rerun_m, "")), first.seconds + spent)
-        rerun_assessment = _assess(scan, again, refocused, failed_runs=len(runs))
-        if rerun_assessment.verdict.ok:
-            return replace(again, focus=refocused), rerun_assessment
-        runs.append((rerun_m, rerun_assessment.verdict.signal))
-        spent += again.seconds
-    return replace(first, focus=chosen.after_reruns(tuple(runs), spent)), assessment
+        provisional = chosen.after_reruns((*runs, (rerun_m, "")), 0.0)
+        results.append((again, _assess(scan, again, provisional, failed_runs=len(runs))))
+        runs.append((rerun_m, _not_kept_for(results[-1][1])))
+        if _clean(results[-1][1]):
+            break
+    passed = [i for i, (_, judged) in enumerate(results) if judged.verdict.ok]
+    index = next((i for i in passed if _clean(results[i][1])), passed[0] if passed else 0)
+    marked = tuple((z, "" if i == index and passed else why) for i, (z, why) in enumerate(runs))
+    recon, kept_assessment = results[index]
+    rerun_seconds = sum(other.seconds for i, (other, _) in enumerate(results) if i != index)
+    return replace(recon, focus=chosen.after_reruns(marked, rerun_seconds)), kept_assessment
+
+
+def _clean(assessment: quality.Assessment) -> bool:
+    """Passed, and the model holds the measured photons: no reason to try a smaller defocus."""
+    return assessment.verdict.ok and not assessment.signals.lost_photons()
+
+
+def _not_kept_for(assessment: quality.Assessment) -> str:
+    """Why a run is not kept where another passes cleanly: the verdict's failing signal, or the
+    photons its model lost ("" for a clean pass)."""
+    if _clean(assessment):
+        return ""
+    return assessment.verdict.signal or "lost_photons"
 
 
 def _assess(
@@ -439,6 +459,7 @@ def _assess(
     return quality.assess(
         scan, recon.object, recon.probe, recon.positions_px, recon.fourier_error, recon.illumination,
         focus_contrast=chosen.contrast, failed_runs=failed_runs,
+        binning=binning if isinstance(binning := recon.params.get("detector_binning"), int) else 1,
     )  # fmt: skip
 
 

@@ -46,11 +46,11 @@ TRIAL_FRAMES = 20
 HELD_OUT_FRACTION = 0.2
 #: Trial iterations; the probe is refined from the second one.
 TRIAL_ITERATIONS = 6
-#: Where the verdict fails the run from the chosen defocus, the run is repeated from these fractions
-#: of it, in turn, and the first the verdict passes is kept: the trials' score leans to too large a
-#: defocus (most on narrow beams), whose runs keep a too wide probe or make a wrong image, while a
-#: run from too small a defocus costs little (``docs/reconstruction-quality.md``, "Reruns from a
-#: smaller defocus").
+#: Where the verdict fails the run from the chosen defocus (or passes a model that lost photons), the
+#: run is repeated from these fractions of it, in turn, until one passes cleanly: the trials' score
+#: leans to too large a defocus (most on narrow beams), whose runs keep a too wide probe or make a
+#: wrong image, while a run from too small a defocus costs little (``docs/reconstruction-quality.md``,
+#: "Reruns from a smaller defocus").
 RERUN_FACTORS = (0.5, 0.25)
 #: The trials may spend this share of the run's frame-iterations (the rest of one run's time goes
 #: to their set-up and scoring): small scans get a smaller patch ...
@@ -79,8 +79,9 @@ class Focus:
     parallax_m: tuple[float, ...] = ()
     """The defocus values the bright-field parallax suggested (seeds of the trials; () if none)."""
     runs: tuple[tuple[float, str], ...] = ()
-    """(defocus in m, the verdict's failing signal, "" for a pass) of each whole run, in the order
-    run, where the verdict failed the first (:data:`RERUN_FACTORS`); () where one run sufficed."""
+    """(defocus in m, why the run was not kept: the verdict's failing signal or ``lost_photons``;
+    "" for the run kept) of each whole run, in the order run, where the first was repeated
+    (:data:`RERUN_FACTORS`); () where one run sufficed."""
     rerun_seconds: float = 0.0
     """The runs not kept (their time is not in the kept run's)."""
 
@@ -93,13 +94,13 @@ class Focus:
         return tuple(self.defocus_m * factor for factor in RERUN_FACTORS)
 
     def after_reruns(self, runs: tuple[tuple[float, str], ...], rerun_seconds: float) -> Focus:
-        """This search's focus once ``runs`` were made: the defocus of the run kept (the first the
-        verdict passed, else the search's), and why, in the reason."""
+        """This search's focus once ``runs`` were made: the defocus of the run kept (the one marked
+        "", else the search's), and why, in the reason."""
         passed = [z for z, failure in runs if not failure]
         kept = passed[0] if passed else self.defocus_m
         failed = ", ".join(f"{z * 1e6:+.1f} µm ({failure})" for z, failure in runs if failure)
         outcome = f"kept the run from {kept * 1e6:+.1f} µm" if passed else "none passed; kept the first"
-        reason = f"{self.reason}. The verdict failed the runs from {failed}: {outcome}"
+        reason = f"{self.reason}. Not kept: the runs from {failed}: {outcome}"
         return replace(self, defocus_m=kept, reason=reason, runs=runs, rerun_seconds=rerun_seconds)
 
     @property

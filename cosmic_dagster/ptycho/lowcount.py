@@ -128,18 +128,14 @@ class BinnedFrames:
 def _bin_frames(scan: cxi.ScanData, factor: int) -> cxi.ScanData:
     """Frames, bad pixels, positions and detector pixel of :meth:`BinnedFrames.scan` (its probe
     guess still the scan's)."""
-    n, h, w = scan.frames.shape
+    h, w = scan.frames.shape[1:]
     bh, bw = h // factor, w // factor
-    half = factor // 2
-    frames = np.roll(scan.frames, (half, half), axis=(1, 2)).reshape(n, bh, factor, bw, factor)
     if scan.bad_pixels is None:
-        binned, bad = frames.sum(axis=(2, 4), dtype=np.float32), None
+        binned, bad = bin_sum(scan.frames, factor), None
     else:
-        good = ~np.roll(scan.bad_pixels, (half, half), axis=(0, 1)).reshape(bh, factor, bw, factor)
-        usable = good.sum(axis=(1, 3))
-        binned = (
-            (frames * good).sum(axis=(2, 4), dtype=np.float32) * np.float32(factor**2) / np.maximum(usable, 1)
-        )
+        good = ~scan.bad_pixels
+        usable = bin_sum(good.astype(np.float32), factor)
+        binned = bin_sum(scan.frames * good, factor) * np.float32(factor**2) / np.maximum(usable, 1)
         bad = np.asarray(usable < factor**2 * MIN_USABLE_SHARE, bool)
     top, left = (h - bh) // 2, (w - bw) // 2
     return replace(
@@ -148,6 +144,18 @@ def _bin_frames(scan: cxi.ScanData, factor: int) -> cxi.ScanData:
         bad_pixels=bad,
         positions_px=scan.positions_px + np.array([top, left], np.float64),
         pixel_size_m=(scan.pixel_size_m[0] * factor, scan.pixel_size_m[1] * factor),
+    )
+
+
+def bin_sum(images: np.ndarray, factor: int) -> np.ndarray:
+    """Sums over ``factor`` x ``factor`` pixels of DC-centred images (last two axes), the bins
+    centred on the DC pixel to half a pixel: the detector :meth:`BinnedFrames.scan` sees (float32
+    at least)."""
+    h, w = images.shape[-2:]
+    half = factor // 2
+    rolled = np.roll(images, (half, half), axis=(-2, -1))
+    return rolled.reshape(*images.shape[:-2], h // factor, factor, w // factor, factor).sum(
+        axis=(-3, -1), dtype=np.result_type(images.dtype, np.float32)
     )
 
 

@@ -8,6 +8,7 @@ so :func:`object_error` registers first and scores only the well-lit region.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Sequence
@@ -155,11 +156,13 @@ def assess(
     limits: verdict.Limits = verdict.LIMITS,
     focus_contrast: float | None = None,
     failed_runs: int = 0,
+    binning: int = 1,
 ) -> Assessment:
     """Measure every signal of :func:`verdict.judge` on an engine's result (any engine: object and
     probe on the scan's object grid, frames' top-left corners) and judge it, without ground truth;
     ``focus_contrast`` is the auto-focus's, where it chose the defocus; ``failed_runs`` the runs
-    of this scan the verdict failed before (a pass after them is doubtful)."""
+    of this scan the verdict failed before (a pass after them is doubtful); ``binning`` the
+    detector binning the engine fitted."""
     finite = bool(np.isfinite(obj).all() and np.isfinite(probe).all())
     read_noise = verdict.read_noise_estimate(scan.frames)
     if not finite:
@@ -175,7 +178,9 @@ def assess(
             coverage=coverage,
             dose=dose,
             beam_px=shape.beam_px,
-            fit=verdict.model_fit(scan.frames, obj, probe, positions_px, scan.bad_pixels, read_noise),
+            fit=verdict.model_fit(
+                scan.frames, obj, probe, positions_px, scan.bad_pixels, read_noise, binning
+            ),
             amplitude_spread=verdict.amplitude_spread(obj, lit_mask(illumination)),
             probe_coherence=shape.coherence,
             focus_contrast=focus_contrast,
@@ -200,6 +205,7 @@ def assess_output(
         history = f["fourier_error"][()].astype(float).tolist()
         illumination = f["illumination"][()]
         positions = f["positions_px"][()]
+        binning = int(json.loads(f.attrs.get("parameters", "{}")).get("detector_binning", 1))
     finite = bool(np.isfinite(obj).all() and np.isfinite(probe).all())
     first = history[0] if history else math.nan
     final = history[-1] if history else math.nan
@@ -207,7 +213,7 @@ def assess_output(
     if truth is not None and finite:
         error = object_error(obj, truth, illumination=illumination, lit_fraction=lit_fraction)
     if scan is not None:
-        judged = assess(scan, obj, probe, positions, history, illumination).verdict
+        judged = assess(scan, obj, probe, positions, history, illumination, binning=binning).verdict
     else:
         judged = verdict.judge(Signals(history, finite))
     return OutputQuality(

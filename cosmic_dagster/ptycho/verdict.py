@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import fft, special
 
-from cosmic_dagster.ptycho import optics
+from cosmic_dagster.ptycho import lowcount, optics
 
 #: Above this many counts per pixel g(λ) is 1/4 - 5/(64 λ) to better than 1e-4.
 _ASYMPTOTIC_COUNTS = 200.0
@@ -65,8 +65,9 @@ class Limits:
     max_rise: float = 1.5
     """The final Fourier error may be at most this many times the best of the history."""
     intensity_balance: tuple[float, float] = (0.9, 1.25)
-    """Model counts / measured counts (over usable pixels) must lie in this range (below it an
-    amplitude engine at low counts has dropped the weak scattering that carries the fine detail)."""
+    """The photons the model implies / measured photons (over usable pixels,
+    :attr:`Fit.rate_balance`) must lie in this range (below it the engine has dropped the weak
+    scattering that carries the fine detail)."""
     min_coverage: float = 2.5
     """Frames covering each scanned pixel, on average (neighbouring positions must overlap)."""
     min_dose: float = 40.0
@@ -100,6 +101,10 @@ class Fit:
     noise_floor: float
     intensity_balance: float
     """Σ model intensity / Σ measured intensity over usable pixels."""
+    rate_balance: float
+    """Σ λ / Σ measured, λ the rate each model amplitude implies for an amplitude fit
+    (:func:`amplitude_fit_rate`, per detector bin of the engine's binning): the intensity balance
+    with the low-count bias of amplitude engines undone, what the verdict judges."""
     twin: bool = False
     """True if the model matches the data only mirrored (an engine with the opposite FFT sign)."""
 
@@ -125,6 +130,11 @@ class Signals:
     """:attr:`focus.Focus.contrast` of an auto-focused run (None: fixed defocus, another engine)."""
     failed_runs: int = 0
     """Runs of this scan the verdict failed before this one (:data:`focus.RERUN_FACTORS`)."""
+
+    def lost_photons(self, limits: Limits = LIMITS) -> bool:
+        """The model's own intensity holds fewer photons than the balance allows, though the rates
+        it implies may hold them all: an amplitude fit at low counts, or a too wide probe."""
+        return self.fit is not None and self.fit.intensity_balance < limits.intensity_balance[0]
 
     def to_summary(self) -> dict[str, object]:
         """The figures an operator sees next to the verdict (JSON-able)."""
@@ -164,19 +174,37 @@ def read_noise_estimate(frames: np.ndarray) -> float:
     return float(np.sqrt(np.mean(negative.astype(np.float64) ** 2)))
 
 
-@functools.cache
 def _g_table(sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    grid, tables = _root_tables(sigma)
+    return grid, tables[0]
+
+
+@functools.cache
+def _root_tables(sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Over a grid of λ: g(λ) (:func:`poisson_sqrt_variance`) and E[√max(N + ε, 0)]."""
     grid = np.geomspace(1e-6, _ASYMPTOTIC_COUNTS, 240)
     n = np.arange(0, int(_ASYMPTOTIC_COUNTS * 3) + 100, dtype=np.float64)
     log_pmf = n[None, :] * np.log(grid[:, None]) - grid[:, None] - special.gammaln(n + 1)[None, :]
     pmf = np.exp(log_pmf)
     nodes, weights = np.polynomial.hermite_e.hermegauss(24 if sigma > 0 else 1)
     weights = weights / weights.sum()
-    values = np.zeros(len(grid))
+    values = np.zeros((2, len(grid)))
     for t, weight in zip(nodes * sigma, weights, strict=True):
         root = np.sqrt(np.maximum(n + t, 0))
-        values += weight * np.sum(pmf * (root[None, :] - np.sqrt(grid)[:, None]) ** 2, axis=1)
+        values[0] += weight * np.sum(pmf * (root[None, :] - np.sqrt(grid)[:, None]) ** 2, axis=1)
+        values[1] += weight * (pmf @ root)
     return grid, values
+
+
+def amplitude_fit_rate(amplitude: np.ndarray, read_noise: float = 0.0) -> np.ndarray:
+    """The rate λ of the counts whose square root a model amplitude fits on average
+    (|Ψ| = E[√max(N + ε, 0)], what an amplitude engine converges to), elementwise. At low counts
+    E[√N] < √λ, so |Ψ|² undercounts the photons of a right model of that kind."""
+    grid, (_, mean_root) = _root_tables(round(float(read_noise), 2))
+    a = np.maximum(np.asarray(amplitude, np.float64), 0)
+    big = np.maximum(a, mean_root[-1])
+    asymptotic = big**2 + 0.25 + read_noise**2 / (4 * big**2)  # from E√X ≈ √λ - Var X / (8 λ^1.5)
+    return np.where(a < mean_root[-1], np.interp(a, mean_root, grid, left=0.0), asymptotic)
 
 
 def model_fit(
@@ -186,24 +214,31 @@ def model_fit(
     positions_px: np.ndarray,
     bad_pixels: np.ndarray | None = None,
     read_noise: float = 0.0,
+    binning: int = 1,
 ) -> Fit:
-    """One forward pass of the final model against the frames (see :func:`_far_fields`)."""
-    sums = np.zeros(3)  # Σ(|Ψ|-a)², Σ(|Ψ(-q)|-a)², Σg(λ)
+    """One forward pass of the final model against the frames (see :func:`_far_fields`);
+    ``binning``: the detector binning the engine fitted (:mod:`~cosmic_dagster.ptycho.lowcount`)."""
+    sums = np.zeros(4)  # Σ(|Ψ|-a)², Σ(|Ψ(-q)|-a)², Σg(λ), Σ amplitude-fit rates
     measured = modelled = 0.0
+    usable = None if bad_pixels is None else (~bad_pixels).astype(np.float32)
+    bin_share = 1.0 if usable is None else lowcount.bin_sum(usable, binning) / binning**2
     for model, mirrored, counts, weight in _far_fields(frames, obj, probe, positions_px, bad_pixels):
         amplitude = np.sqrt(counts)
         sums[0] += float(np.sum(weight * (model - amplitude) ** 2))
         sums[1] += float(np.sum(weight * (mirrored - amplitude) ** 2))
         sums[2] += float(np.sum(weight * poisson_sqrt_variance(model**2, read_noise)))
+        # the engine fitted the binned counts: the bias is that of their rates (a bin's read noise adds up)
+        binned = lowcount.bin_sum(np.fft.fftshift(model**2), binning)
+        sums[3] += float(np.sum(bin_share * amplitude_fit_rate(np.sqrt(binned), read_noise * binning)))
         measured += float(np.sum(weight * counts))
         modelled += float(np.sum(weight * model**2))
     total = max(measured, 1e-30)
-    twin = sums[1] < sums[0]
     return Fit(
         fourier_error=float(min(sums[0], sums[1]) / total),
         noise_floor=float(sums[2] / total),
         intensity_balance=modelled / total,
-        twin=bool(twin),
+        rate_balance=float(sums[3] / total),
+        twin=bool(sums[1] < sums[0]),
     )
 
 
@@ -424,6 +459,13 @@ def judge(signals: Signals, limits: Limits = LIMITS) -> Verdict:
     contrast = signals.focus_contrast
     if closest.room < limits.doubt_margin:
         doubt = f"doubtful: {closest.figure}, within {limits.doubt_margin:.0%} of its limit"
+    elif signals.lost_photons(limits):
+        assert signals.fit is not None
+        doubt = (
+            f"doubtful: the model's own intensity holds only {signals.fit.intensity_balance:.2f}x the "
+            f"measured photons (under {limits.intensity_balance[0]:g}x): the low-count bias of an "
+            "amplitude fit, or a too wide probe that lost the weak scattering; look at the image"
+        )
     elif signals.failed_runs:
         doubt = (
             f"doubtful: a rerun from a smaller defocus than the auto-focus chose, after the verdict failed "
@@ -474,11 +516,12 @@ def _bounds(signals: Signals, limits: Limits) -> list[_Bound]:
         fit_figure = f"the fit is {ratio:.2f}x the photon-noise floor"
         low, high = limits.intensity_balance
         balance_failure = (
-            f"the model puts {fit.intensity_balance:.2f}x the measured photons on the detector "
-            f"(allowed {low:g}..{high:g}): probe or object scale is off, or the counts are too low "
-            "for the engine and the weak scattering that carries the fine detail was lost"
+            f"the model implies {fit.rate_balance:.2f}x the measured photons (allowed {low:g}..{high:g}; "
+            f"its own intensity holds {fit.intensity_balance:.2f}x, an amplitude fit's low-count bias "
+            "undone): probe or object scale is off, or the engine lost the weak scattering that "
+            "carries the fine detail"
         )
-        balance_figure = f"the model holds {fit.intensity_balance:.3f}x the measured photons"
+        balance_figure = f"the model implies {fit.rate_balance:.3f}x the measured photons"
         bounds += [
             _Bound(
                 "error_to_noise_floor", fit.fourier_error, allowed, True,
@@ -494,8 +537,8 @@ def _bounds(signals: Signals, limits: Limits) -> list[_Bound]:
                 "expected), so it is fitting the noise",
                 fit_figure,
             ),
-            _Bound("intensity_balance", fit.intensity_balance, low, False, balance_failure, balance_figure),
-            _Bound("intensity_balance", fit.intensity_balance, high, True, balance_failure, balance_figure),
+            _Bound("intensity_balance", fit.rate_balance, low, False, balance_failure, balance_figure),
+            _Bound("intensity_balance", fit.rate_balance, high, True, balance_failure, balance_figure),
         ]  # fmt: skip
     if signals.coverage is not None:
         bounds.append(_Bound(
