@@ -11,6 +11,9 @@ from scipy import fft, special
 from cosmic_dagster.ptycho import verdict
 from cosmic_dagster.ptycho.verdict import Fit, Signals
 
+#: A fit that passes every bound on it.
+_FIT = Fit(0.012, 0.01, 1.0, 1.0)
+
 
 def test_poisson_floor_matches_sampling() -> None:
     rng = np.random.default_rng(0)
@@ -97,40 +100,16 @@ def test_held_out_frames_score_as_the_fit_and_the_deviance_do(mirrored: bool, ph
         (Signals([0.1, math.nan], finite=True), "divergence", "non-finite Fourier error from iteration 2"),
         (Signals([0.1, 0.01, 0.05], finite=True), "divergence", "diverged: final Fourier error"),
         (Signals([0.1], finite=True), "iterations", "too few"),
-        (
-            Signals([1, 0.01], True, Fit(0.2, 0.01, 1.0, 1.0)),
-            "error_to_noise_floor",
-            "20.0x what photon noise",
-        ),
+        (Signals([1, 0.01], True, Fit(0.2, 0.01, 1, 1)), "error_to_noise_floor", "20.0x what photon noise"),
         (Signals([1, 0.01], True, Fit(0.003, 0.01, 1.0, 1.0)), "error_to_noise_floor", "fitting the noise"),
-        (
-            Signals([1, 0.01], True, Fit(0.012, 0.01, 1.0, 1.0), coverage=1.4),
-            "coverage",
-            "too little overlap",
-        ),
-        (
-            Signals([1, 0.01], True, Fit(0.012, 0.01, 1.0, 1.0), coverage=2.4),
-            "coverage",
-            "seen by 2.4 frames",
-        ),
-        (Signals([1, 0.01], True, Fit(0.012, 0.01, 1.0, 1.0), dose=20.0), "dose", "too few photons"),
-        (
-            Signals([1, 0.01], True, Fit(0.012, 0.01, 3.0, 3.0)),
-            "intensity_balance",
-            "3.00x the measured photons",
-        ),
+        (Signals([1, 0.01], True, _FIT, coverage=1.4), "coverage", "too little overlap"),
+        (Signals([1, 0.01], True, _FIT, coverage=2.4), "coverage", "seen by 2.4 frames"),
+        (Signals([1, 0.01], True, _FIT, dose=20.0), "dose", "too few photons"),
+        (Signals([1, 0.01], True, Fit(0.012, 0.01, 3, 3)), "intensity_balance", "3.00x the measured photons"),
         (Signals([1, 0.01], True, Fit(0.009, 0.01, 0.87, 0.87)), "intensity_balance", "weak scattering"),
-        (Signals([1, 0.01], True, Fit(0.012, 0.01, 1.0, 1.0), beam_px=5.0), "beam_size", "nearly focused"),
-        (
-            Signals([1, 0.01], True, Fit(0.012, 0.01, 1.0, 1.0), probe_coherence=0.5),
-            "probe_coherence",
-            "not a focused beam",
-        ),
-        (
-            Signals([1, 0.01], True, Fit(0.012, 0.01, 1.0, 1.0), amplitude_spread=30.0),
-            "amplitude_spread",
-            "hot spots",
-        ),
+        (Signals([1, 0.01], True, _FIT, beam_px=5.0), "beam_size", "nearly focused"),
+        (Signals([1, 0.01], True, _FIT, probe_coherence=0.5), "probe_coherence", "not a focused beam"),
+        (Signals([1, 0.01], True, _FIT, amplitude_spread=30.0), "amplitude_spread", "hot spots"),
     ],
 )
 def test_each_failing_signal_is_named(signals: Signals, signal: str, words: str) -> None:
@@ -202,13 +181,11 @@ def test_a_pass_at_the_edge_of_a_limit_is_doubtful_and_says_which() -> None:
     assert edge.ok and edge.doubtful and edge.closest == "intensity_balance"
     assert "0.910x the measured photons" in edge.doubt and "within 5%" in edge.doubt
     assert edge.margin == pytest.approx(0.91 / 0.9 - 1)
-    clear = verdict.judge(
-        Signals([1, 0.01], True, Fit(0.012, 0.01, 1.0, 1.0), coverage=4.0, probe_coherence=0.995)
-    )
+    clear = verdict.judge(Signals([1, 0.01], True, _FIT, coverage=4.0, probe_coherence=0.995))
     assert clear.ok and not clear.doubtful and clear.doubt == "" and clear.margin is not None
     assert clear.margin >= verdict.LIMITS.doubt_margin
     # coherence has its room measured on 1 - coherence (0.98 allows 0.02 of incoherence)
-    coherent_edge = Signals([1, 0.01], True, Fit(0.012, 0.01, 1.0, 1.0), coverage=4.0, probe_coherence=0.9805)
+    coherent_edge = Signals([1, 0.01], True, _FIT, coverage=4.0, probe_coherence=0.9805)
     assert verdict.judge(coherent_edge).closest == "probe_coherence"
     assert verdict.judge(coherent_edge).doubtful
     failed = verdict.judge(Signals([1, 0.01], True, Fit(0.012, 0.01, 0.85, 0.85)))
@@ -219,7 +196,7 @@ def test_a_pass_whose_defocus_the_data_barely_fixed_is_doubtful() -> None:
     """The five wrong passes of seeds 17-21 all had trials at half the defocus within 1.2x (docs)."""
 
     def judged(contrast: float | None) -> verdict.Verdict:
-        fit = Fit(0.012, 0.01, 1.0, 1.0)
+        fit = _FIT
         return verdict.judge(Signals([1, 0.01], True, fit, probe_coherence=0.995, focus_contrast=contrast))
 
     assert judged(1.1).ok and judged(1.1).doubtful and "barely fix the probe's defocus" in judged(1.1).doubt
@@ -233,7 +210,7 @@ def test_a_pass_after_failed_runs_is_doubtful_before_any_contrast() -> None:
     """A rerun from a smaller defocus may still hold a too wide probe (docs: "Reruns")."""
 
     def judged(failed_runs: int, contrast: float | None = None) -> verdict.Verdict:
-        fit = Fit(0.012, 0.01, 1.0, 1.0)
+        fit = _FIT
         signals = Signals(
             [1, 0.01], True, fit, probe_coherence=0.995, focus_contrast=contrast, failed_runs=failed_runs
         )
