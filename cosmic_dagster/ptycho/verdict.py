@@ -155,7 +155,7 @@ def poisson_sqrt_variance(counts: np.ndarray, read_noise: float = 0.0) -> np.nda
     """g(λ) = E[(√max(N + ε, 0) - √λ)²] for N ~ Poisson(λ) and Gaussian read noise ε of rms
     ``read_noise`` (photons), elementwise (without read noise: 0 at λ = 0, ~0.45 at 1, 1/4 at ∞)."""
     sigma = round(float(read_noise), 2)
-    grid, values = _g_table(sigma)
+    grid, (values, _) = _root_tables(sigma)
     lam = np.maximum(np.asarray(counts, np.float64), 0)
     at_zero = values[0] if sigma > 0 else 0.0
     small = np.interp(np.log(np.maximum(lam, grid[0])), np.log(grid), values)
@@ -172,11 +172,6 @@ def read_noise_estimate(frames: np.ndarray) -> float:
     if negative.size < 100:
         return 0.0
     return float(np.sqrt(np.mean(negative.astype(np.float64) ** 2)))
-
-
-def _g_table(sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    grid, tables = _root_tables(sigma)
-    return grid, tables[0]
 
 
 @functools.cache
