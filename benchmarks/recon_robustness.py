@@ -6,15 +6,16 @@
 Each case is a seeded simulation drawn over the matrix of issue 11 (defocus sign and magnitude,
 energy, frame size, dose, jitter, bad pixels, dark frames, background, 2/3 translation columns,
 sample kind, FFT sign convention), reconstructed with the settings a pipeline run uses (ePIE, 100
-iterations, auto-focus), judged by the ground-truth-free verdict and scored against the truth:
-success = registered object error <= 0.15; false pass = verdict ok and object error > 0.2; false
-fail = verdict not ok and object error <= 0.15 (over all cases, and over the well-posed ones). Cases
-a ptychography experiment could not solve are marked ill-posed by rule, from the simulated truth
-alone: too little overlap between neighbouring positions, a beam so nearly focused that probe and
-object cannot be told apart, or too few photons (the Cramér-Rao limit of the object error, probe
-and positions known, above the success threshold). Success is counted over the well-posed ones;
-each case also reports its object error over that noise limit. A second pass reruns some cases
-with a deliberately wrong fixed defocus (the opposite sign) to show the verdict fails them. Last line:
+iterations and the object-averaging sweeps, auto-focus), judged by the ground-truth-free verdict and
+scored against the truth: success = registered object error <= 0.15; false pass = verdict ok and
+object error > 0.2; false fail = verdict not ok and object error <= 0.15 (over all cases, and over
+the well-posed ones). Cases a ptychography experiment could not solve are marked ill-posed by rule,
+from the simulated truth alone: too little overlap between neighbouring positions, a beam so nearly
+focused that probe and object cannot be told apart, or too few photons (the Cramér-Rao limit of the
+object error, probe and positions known, above the success threshold). Success is counted over the
+well-posed ones; each case also reports its object error over that noise limit. A second pass reruns
+some cases with a deliberately wrong fixed defocus (the opposite sign) to show the verdict fails
+them. Last line:
 ``RESULT cases=... success_rate=... false_pass=... false_fail=... (more keys)``.
 """
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -190,6 +191,24 @@ def test_a_pass_at_the_edge_of_a_limit_is_doubtful_and_says_which() -> None:
     assert verdict.judge(coherent_edge).doubtful
     failed = verdict.judge(Signals([1, 0.01], True, Fit(0.012, 0.01, 0.85, 0.85)))
     assert not failed.ok and not failed.doubtful and failed.closest == ""
+
+
+def test_a_pass_whose_fit_is_near_what_passes_is_doubtful() -> None:
+    """Benchmark seed 23, case 32 (cells, 1e4 photons per 128² frame; object error 0.229): ePIE's own
+    model fitted at 1.80x the noise floor and failed; the averaged object fits at 1.44x, under the
+    1.68x its floor allows, with every other signal clear. The averaging lowers a wrong image's fit
+    by up to 17 %, so a fit that close to the limit is doubtful."""
+    wrong = Signals(
+        [1, 0.03], True, Fit(0.0301, 0.0210, 0.975, 1.008), amplitude_spread=1.2, probe_coherence=0.991,
+        coverage=5.68, dose=1000, beam_px=15.8, focus_contrast=1.44,
+    )  # fmt: skip
+    judged = verdict.judge(wrong)
+    assert judged.ok and judged.doubtful
+    assert "the fit is 1.43x the photon-noise floor, within 17% of the most that passes" in judged.doubt
+    room = 1 - 0.0301 / verdict.LIMITS.allowed_fourier_error(0.0210)
+    assert verdict.LIMITS.doubt_margin < room < verdict.LIMITS.fit_doubt_margin
+    clear = verdict.judge(replace(wrong, fit=Fit(0.0280, 0.0210, 0.975, 1.008)))
+    assert clear.ok and not clear.doubtful
 
 
 def test_a_pass_whose_defocus_the_data_barely_fixed_is_doubtful() -> None:
