@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+## test workers (pytest-xdist; tests/conftest.py groups what must share one)
+PYTEST_WORKERS ?= 2
 
 .PHONY: install demo deploy-local test test-fast lint format clean
 
@@ -26,11 +28,11 @@ deploy-local: install
 ## test: the static checks, then the whole suite (unit, contract, end-to-end through the real
 ## daemon, real Slurm)
 test: lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 ## test-fast: everything not marked slow
 test-fast: install
-	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup -m "not slow" $(PYTEST_ARGS)
 
 ## lint: ruff, the import rules (.importlinter) and the type checker
 lint: install

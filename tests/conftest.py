@@ -16,6 +16,17 @@ pytest_plugins = ["tests.slurm_cluster"]
 DAY = dt.date(2026, 11, 24)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Groups for ``make test``'s workers (pytest-xdist, ``--dist loadgroup``): a module runs on
+    one worker, so its module-scoped services start once, and every test of the one local Slurm
+    on one worker, so restarting its controller or filling its node meets no other test's job."""
+    for item in items:
+        shared = (
+            "slurm" if "slurm_cluster" in getattr(item, "fixturenames", ()) else item.nodeid.split("::")[0]
+        )
+        item.add_marker(pytest.mark.xdist_group(shared))
+
+
 class Beamline:
     """Writes scans into a beamline tree the way COSMIC does (for tests)."""
 

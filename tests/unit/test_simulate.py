@@ -135,9 +135,12 @@ def test_write_is_atomic(tmp_path: Path) -> None:
     writer.start()
     seen_partial = False
     while writer.is_alive():
+        # final first: the rename may fall between the two looks, but a final seen before a tmp
+        # means both existed at once (a final, once there, stays)
+        final_seen = final.exists()
         if tmp.exists():
             seen_partial = True
-            assert not final.exists()
+            assert not final_seen
         time.sleep(0.005)
     writer.join()
     assert seen_partial
