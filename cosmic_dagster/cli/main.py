@@ -31,6 +31,7 @@ def _recon_config(args: argparse.Namespace) -> dict:
         "iterations": args.iterations,
         "probe_refine_start": args.probe_refine_start,
         "probe_defocus_um": args.probe_defocus_um,
+        "average_iterations": args.average_iterations,
         "device": args.device,
         "force": args.force or None,
     }
@@ -300,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--probe-refine-start", type=int)
         p.add_argument(
             "--probe-defocus-um", type=float, help="fix the probe defocus (default: the engine chooses it)"
+        )
+        p.add_argument(
+            "--average-iterations", type=int, help="epie: object-averaging sweeps (default: the engine's)"
         )
         p.add_argument("--device", choices=DEVICES, help="batched engine: where it runs")
         p.add_argument(

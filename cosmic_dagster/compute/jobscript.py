@@ -145,13 +145,15 @@ class EpieParams:
     """Our numpy ePIE engine (``python -m cosmic_dagster.ptycho.epie``): one CPU core, seconds.
 
     ``probe_defocus_um`` None lets the engine choose the probe defocus from the data (auto-focus);
-    a number fixes it (signed, in the engine's convention, which is cdtools')."""
+    a number fixes it (signed, in the engine's convention, which is cdtools').
+    ``average_iterations`` None keeps the engine's own number of object-averaging sweeps."""
 
     engine: ClassVar[str] = "epie"
     iterations: int = 100
     probe_refine_start: int = 5
     seed: int = 0
     probe_defocus_um: float | None = field(default=None, metadata=ADDED_LATER)
+    average_iterations: int | None = field(default=None, metadata=ADDED_LATER)
 
     def __post_init__(self) -> None:
         _check_int("EpieParams", "iterations", self.iterations, 1)
@@ -159,6 +161,8 @@ class EpieParams:
         _check_int("EpieParams", "seed", self.seed, 0)
         if self.probe_defocus_um is not None:
             _check_number("EpieParams", "probe_defocus_um", self.probe_defocus_um)
+        if self.average_iterations is not None:
+            _check_int("EpieParams", "average_iterations", self.average_iterations, 0)
 
     def resources(self) -> Resources:
         return Resources(cpus=1, gpus=0, time_limit="00:30:00")
@@ -175,6 +179,8 @@ class EpieParams:
         ]
         if self.probe_defocus_um is not None:
             words.append(f"--probe-defocus-um {self.probe_defocus_um!r}")
+        if self.average_iterations is not None:
+            words.append(f"--average-iterations {self.average_iterations}")
         words += [
             f"--summary {_q('workdir', outputs.in_workdir(workdir, outputs.SUMMARY))}",
             f"--preview {_q('workdir', outputs.in_workdir(workdir, outputs.PREVIEW))}",

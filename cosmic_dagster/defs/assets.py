@@ -50,6 +50,11 @@ class ReconstructionConfig(dg.Config):
         description="fix the probe defocus (µm, signed, cdtools' convention); unset: the engine "
         "chooses it from the data (auto-focus) and records its choice [epie, batched]",
     )
+    average_iterations: int | None = Field(
+        default=None,
+        description="sweeps after the iterations that average the object over all frames, the "
+        "probe held (0: none); unset: the engine's default [epie]",
+    )
     device: Literal[DEVICES] = Field(  # type: ignore[valid-type]
         default="auto",
         description="where the engine runs (auto: the job's GPU if it has one) [batched]",

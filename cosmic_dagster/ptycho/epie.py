@@ -393,8 +393,9 @@ def main(
 ) -> int:
     """The job command: same outputs, summary and exit codes for every engine that plugs in here."""
     args = (parser or _epie_parser()).parse_args(argv)
+    averaging = args.average_iterations if run is None else 0  # ePIE's own sweeps, after its iterations
     try:
-        return _run(args, engine, run or _run_epie)
+        return _run(args, engine, run or _run_epie, averaging)
     except cxi.CxiError as exc:
         print(f"error: bad input: {exc}", file=sys.stderr, flush=True)
         return _EXIT_BAD_INPUT
@@ -534,10 +535,9 @@ def _assess(
     )  # fmt: skip
 
 
-def _run(args: argparse.Namespace, engine: str, run: EngineRun) -> int:
+def _run(args: argparse.Namespace, engine: str, run: EngineRun, averaged: int) -> int:
     scan = cxi.load_scan(args.input)
     s = scan.summary
-    averaged = vars(args).get("average_iterations", 0)  # an engine's own option (ePIE's)
     print(
         f"{engine}: {Path(args.input).name}: {s.n_frames} frames of {s.frame_shape[0]}x{s.frame_shape[1]}, "
         f"{s.energy_ev:.1f} eV, object {scan.object_shape[0]}x{scan.object_shape[1]} px, "

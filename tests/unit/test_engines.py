@@ -6,7 +6,7 @@ import typing
 
 import pytest
 
-from cosmic_dagster.cli.main import build_parser
+from cosmic_dagster.cli.main import _recon_config, build_parser
 from cosmic_dagster.compute import engines
 from cosmic_dagster.compute.jobscript import EpieParams, JobScriptError, PtychocamParams, Resources
 from cosmic_dagster.config import ConfigError, Settings, SiteSettings
@@ -38,6 +38,9 @@ def test_run_config_and_cli_offer_the_registered_engines() -> None:
     assert ReconstructionConfig().params() == EpieParams()
     fixed = ReconstructionConfig(engine="epie", probe_defocus_um=-20.0).params()
     assert fixed == EpieParams(probe_defocus_um=-20.0)
+    cli = _recon_config(build_parser().parse_args(["recon", "--average-iterations", "0", "NS_1_0_0"]))
+    config = cli["ops"]["scan_pipeline"]["config"]
+    assert ReconstructionConfig(**config).params() == EpieParams(average_iterations=0)
     args = build_parser().parse_args(["recon", "--engine", "cdtools", "NS_230216033_ccdframes_0_0"])
     assert args.engine == "cdtools"
     with pytest.raises(SystemExit):

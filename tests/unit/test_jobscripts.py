@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shlex
 import subprocess
 import sys
 
@@ -21,6 +22,7 @@ from cosmic_dagster.compute.jobscript import (
     params_digest,
     render_script,
 )
+from cosmic_dagster.ptycho import epie
 
 CXI = "/global/cfs/cdirs/als/gsharing/data_mover/7012/2023/02/230216/NS_230216033_ccdframes_0_0.cxi"
 WORKDIR = "/pscratch/sd/a/alsdata/cosmic/NS_230216033_ccdframes_0_0"
@@ -175,6 +177,7 @@ def test_rendered_script_is_valid_bash_and_runs_locally(tmp_path):
         (lambda: CdtoolsParams(propagation_distance=float("nan")), "finite number"),
         (lambda: CdtoolsParams(probe_initialization="it's.h5"), "newlines or quotes"),
         (lambda: EpieParams(probe_defocus_um=float("inf")), "probe_defocus_um must be a finite number"),
+        (lambda: EpieParams(average_iterations=-1), "average_iterations must be >= 0"),
         (lambda: SlurmDirectives("als_g", "fast"), "unknown QoS 'fast'"),
         (lambda: SlurmDirectives("als g", "regular"), "account must be"),
         (lambda: SlurmDirectives(gpu_constraint="gpu;x"), "gpu_constraint is not a feature"),
@@ -237,11 +240,25 @@ def test_site_time_limit_overrides_the_engine_s():
 
 
 def test_a_parameter_added_later_keeps_existing_job_names():
-    """probe_defocus_um joined EpieParams later: unset, the digest is what it always was."""
+    """probe_defocus_um and average_iterations joined EpieParams later: unset, the digest is what
+    it always was."""
     legacy = {"engine": "epie", "iterations": 100, "probe_refine_start": 5, "seed": 0}
     digest = hashlib.sha256(json.dumps(legacy, sort_keys=True).encode()).hexdigest()[:8]
     assert params_digest(EpieParams()) == digest
     assert params_digest(EpieParams(probe_defocus_um=-12.0)) != digest
+    assert params_digest(EpieParams(average_iterations=0)) != digest
+
+
+@pytest.mark.parametrize("average_iterations", [None, 0, 7])
+def test_epie_command_is_what_the_engine_parses(average_iterations):
+    """The job's command line means to the engine what the run config said (its parser, not a
+    copy of it, reads the words)."""
+    params = EpieParams(iterations=30, probe_defocus_um=-12.5, average_iterations=average_iterations)
+    words = shlex.split(params.command(input_path=CXI, workdir=WORKDIR, python="python"))
+    assert words[:3] == ["python", "-m", "cosmic_dagster.ptycho.epie"]
+    args = epie._epie_parser().parse_args(words[3:])
+    expected = epie.DEFAULT_AVERAGE_ITERATIONS if average_iterations is None else average_iterations
+    assert (args.iterations, args.probe_defocus_um, args.average_iterations) == (30, -12.5, expected)
 
 
 def test_job_name_is_deterministic_and_safe():
