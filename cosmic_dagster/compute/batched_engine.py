@@ -17,9 +17,8 @@ from cosmic_dagster.compute.jobscript import (
     Resources,
     _check_int,
     _check_number,
-    _q,
+    engine_cli_command,
 )
-from cosmic_dagster.ptycho import outputs
 from cosmic_dagster.ptycho.xp import DEVICES
 
 #: Cores a CPU job of this engine asks for (the engine runs one thread per core it may use).
@@ -58,22 +57,14 @@ class BatchedParams:
         return Resources(cpus=_CPUS_PER_GPU, gpus=1, time_limit="00:30:00")
 
     def command(self, *, input_path: str, workdir: str, python: str) -> str:
-        words = [
-            _q("python", python),
-            "-m cosmic_dagster.ptycho.batched",
-            _q("input_path", input_path),
-            _q("workdir", outputs.in_workdir(workdir, outputs.RECONSTRUCTION)),
-            f"--iterations {self.iterations}",
-            f"--probe-refine-start {self.probe_refine_start}",
-            f"--seed {self.seed}",
-            f"--device {self.device}",
-        ]
+        options = [f"--device {self.device}"]
         if self.batch_size is not None:
-            words.append(f"--batch-size {self.batch_size}")
-        if self.probe_defocus_um is not None:
-            words.append(f"--probe-defocus-um {self.probe_defocus_um!r}")
-        words += [
-            f"--summary {_q('workdir', outputs.in_workdir(workdir, outputs.SUMMARY))}",
-            f"--preview {_q('workdir', outputs.in_workdir(workdir, outputs.PREVIEW))}",
-        ]
-        return " ".join(words)
+            options.append(f"--batch-size {self.batch_size}")
+        return engine_cli_command(
+            "cosmic_dagster.ptycho.batched",
+            self,
+            options,
+            input_path=input_path,
+            workdir=workdir,
+            python=python,
+        )

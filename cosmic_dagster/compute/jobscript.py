@@ -140,6 +140,45 @@ class EngineParams(Protocol):
     def command(self, *, input_path: str, workdir: str, python: str) -> str: ...
 
 
+class _RunParams(Protocol):
+    """The run parameters every engine of the shared job command line has (read-only: the
+    parameter classes are frozen)."""
+
+    @property
+    def iterations(self) -> int: ...
+    @property
+    def probe_refine_start(self) -> int: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def probe_defocus_um(self) -> float | None: ...
+
+
+def engine_cli_command(
+    module: str, params: _RunParams, options: list[str], *, input_path: str, workdir: str, python: str
+) -> str:
+    """The job command of an engine that uses ePIE's command line (``epie.cli_parser``): the run
+    parameters every such engine has, then its own ``options``, then where the summary and the
+    preview go."""
+    words = [
+        _q("python", python),
+        f"-m {module}",
+        _q("input_path", input_path),
+        _q("workdir", outputs.in_workdir(workdir, outputs.RECONSTRUCTION)),
+        f"--iterations {params.iterations}",
+        f"--probe-refine-start {params.probe_refine_start}",
+        f"--seed {params.seed}",
+    ]
+    if params.probe_defocus_um is not None:
+        words.append(f"--probe-defocus-um {params.probe_defocus_um!r}")
+    words += [
+        *options,
+        f"--summary {_q('workdir', outputs.in_workdir(workdir, outputs.SUMMARY))}",
+        f"--preview {_q('workdir', outputs.in_workdir(workdir, outputs.PREVIEW))}",
+    ]
+    return " ".join(words)
+
+
 @dataclass(frozen=True)
 class EpieParams:
     """Our numpy ePIE engine (``python -m cosmic_dagster.ptycho.epie``): one CPU core, seconds.
@@ -168,24 +207,17 @@ class EpieParams:
         return Resources(cpus=1, gpus=0, time_limit="00:30:00")
 
     def command(self, *, input_path: str, workdir: str, python: str) -> str:
-        words = [
-            _q("python", python),
-            "-m cosmic_dagster.ptycho.epie",
-            _q("input_path", input_path),
-            _q("workdir", outputs.in_workdir(workdir, outputs.RECONSTRUCTION)),
-            f"--iterations {self.iterations}",
-            f"--probe-refine-start {self.probe_refine_start}",
-            f"--seed {self.seed}",
-        ]
-        if self.probe_defocus_um is not None:
-            words.append(f"--probe-defocus-um {self.probe_defocus_um!r}")
-        if self.average_iterations is not None:
-            words.append(f"--average-iterations {self.average_iterations}")
-        words += [
-            f"--summary {_q('workdir', outputs.in_workdir(workdir, outputs.SUMMARY))}",
-            f"--preview {_q('workdir', outputs.in_workdir(workdir, outputs.PREVIEW))}",
-        ]
-        return " ".join(words)
+        averaging = (
+            [] if self.average_iterations is None else [f"--average-iterations {self.average_iterations}"]
+        )
+        return engine_cli_command(
+            "cosmic_dagster.ptycho.epie",
+            self,
+            averaging,
+            input_path=input_path,
+            workdir=workdir,
+            python=python,
+        )
 
 
 @dataclass(frozen=True)
