@@ -1,5 +1,6 @@
 """Pruning through the real daemon (local profile): a mix of scans, dry run then delete, from the CLI."""
 
+import datetime as dt
 import os
 import time
 
@@ -14,7 +15,7 @@ from cosmic_dagster.domain.quarantine import Quarantine
 from cosmic_dagster.domain.scans import scan_key
 from cosmic_dagster.pipeline.prune import AUDIT_KIND, PRUNED
 from cosmic_dagster.pipeline.stages import COPY, REGISTRATION
-from tests.conftest import Beamline
+from tests.conftest import DAY, Beamline
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -38,9 +39,17 @@ def _decisions(instance, keys, observations):
 def test_prune_deletes_exactly_the_safe_scans_and_records_every_decision(live, capsys):
     root, settings = live.beamline.root, live.settings
     staging = Beamline(root.parent / "staging")  # old scans get their old mtime before the sensor sees them
+    # never_copied is registered by hand only: its day folder is older than the sensor's recent ones
+    # (COSMIC_RECENT_DAYS, 2: DAY's and the empty one after it), or the sensor could launch it whole
+    # in the moment between its arrival and the run registering it
+    earlier = Beamline(staging.root, DAY - dt.timedelta(days=40))
+    (root / Beamline(root, DAY + dt.timedelta(days=1)).relpath()).parent.mkdir(parents=True)
     rel = {}
     for name in SCANS:
-        relpath = staging.scan() if name != "young" else live.beamline.scan(staging.relpath())
+        if name == "young":
+            relpath = live.beamline.scan(staging.relpath())
+        else:
+            relpath = (earlier if name == "never_copied" else staging).scan()
         if name != "young":
             os.utime(staging.root / relpath, (OLD, OLD))
             (root / relpath).parent.mkdir(parents=True, exist_ok=True)
