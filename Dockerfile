@@ -1,9 +1,11 @@
 # One image for the Dagster processes of docker-compose.yaml: the code server (the default CMD; it
 # also executes the runs), the daemon and the webserver; compose picks one with `command:`.
 #   docker compose build            (or: docker build -t cosmic-dagster .)
-# The code server is `dagster api grpc`, not `dagster code-server start`: deploy/dagster.yaml's
-# run launcher asks the server that started a run whether it still runs it, which that proxy
-# cannot answer for the runs of a previous child (see cosmic_dagster/instance/code_server_launcher.py).
+# The code server is `cosmic-dagster-code-server`, which is `dagster api grpc` whose watch over dead
+# run workers outlives a PostgreSQL outage (cosmic_dagster/instance/code_server.py); not `dagster
+# code-server start`: deploy/dagster.yaml's run launcher asks the server that started a run whether
+# it still runs it, which that proxy cannot answer for the runs of a previous child (see
+# cosmic_dagster/instance/code_server_launcher.py).
 #
 # The base is pinned by exact tag. Add its digest (python:3.11.7-slim-bookworm@sha256:...) when
 # you build: no registry could be reached where this file was written, so none could be looked up.
@@ -49,7 +51,7 @@ COPY deploy/dagster.yaml $DAGSTER_HOME/dagster.yaml
 USER cosmic
 EXPOSE 3000 4000
 ENTRYPOINT ["cosmic-env"]
-CMD ["dagster", "api", "grpc", "-h", "0.0.0.0", "-p", "4000", \
+CMD ["cosmic-dagster-code-server", "-h", "0.0.0.0", "-p", "4000", \
      "-m", "cosmic_dagster.definitions", "--location-name", "cosmic_dagster"]
 # For the default CMD; docker-compose.yaml sets the daemon's and the webserver's own.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \

@@ -220,7 +220,7 @@ def cmd_deploy_up(args: argparse.Namespace) -> int:
     home = Path(args.home).absolute()
     pg = PostgresSettings.from_env()
     print(f"PostgreSQL {pg.user}@{pg.host}:{pg.port}/{pg.db}; DAGSTER_HOME={home / 'dagster_home'}")
-    print("starting the code server (dagster api grpc), dagster-daemon, dagster-webserver ...", flush=True)
+    print("starting the code server, dagster-daemon, dagster-webserver ...", flush=True)
     services = start_deployment(home, port=free_port(args.port), code_port=free_port(args.code_port))
     try:
         stop = stop_on_signals()  # from here a stop signal ends the loop below instead of interrupting

@@ -2,7 +2,8 @@
 
 Used by ``cosmic-dagster demo``, ``cosmic-dagster deploy up`` and the end-to-end tests, so all
 exercise exactly what an operator runs (``dagster-daemon run`` + ``dagster-webserver``, and in
-the production shape a separate ``dagster api grpc`` code server), never an in-process shortcut.
+the production shape a separate code server, ``cosmic-dagster-code-server``), never an in-process
+shortcut.
 
 The children run in their own sessions (a Ctrl-C in the terminal reaches only us, and we stop them
 in order), so stopping them is our job on every stop signal: see :meth:`DagsterServices.start`.
@@ -64,8 +65,9 @@ def prepare_home(dagster_home: Path, instance_yaml: Path = INSTANCE_YAML / "dags
 class DagsterServices:
     """The daemon and the webserver as child processes with their logs in ``log_dir``.
 
-    With ``code_server_port`` the code location runs in its own gRPC code server (``dagster api
-    grpc``, which also executes the runs) and the others load it through ``deploy/workspace.yaml``.
+    With ``code_server_port`` the code location runs in its own gRPC code server
+    (``cosmic-dagster-code-server``, which also executes the runs) and the others load it through
+    ``deploy/workspace.yaml``.
     """
 
     env: Mapping[str, str]
@@ -117,9 +119,9 @@ class DagsterServices:
             raise RuntimeError("no code server in this deployment (code_server_port is None)")
         dagster = str(Path(sys.executable).parent / "dagster")
         port = str(self.code_server_port)
-        serve = ["api", "grpc", "-h", "127.0.0.1", "-p", port]
+        serve = [sys.executable, "-m", "cosmic_dagster.instance.code_server", "-h", "127.0.0.1", "-p", port]
         location = ["-m", "cosmic_dagster.definitions", "--location-name", "cosmic_dagster"]
-        self._spawn("code_server", [dagster, *serve, *location])
+        self._spawn("code_server", [*serve, *location])
         health = [dagster, "api", "grpc-health-check", "-h", "127.0.0.1", "-p", port]
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -20,7 +20,8 @@ when its retry can be made:
 
 The step of the retried run reattaches to its Globus task and Slurm jobs through the ledger.
 
-Use it with ``dagster api grpc`` as the code server, not ``dagster code-server start``: that
+Use it with ``cosmic-dagster-code-server`` (``dagster api grpc``, see ``code_server.py``) as the code
+server, not ``dagster code-server start``: that
 proxy answers for its newest child server only, so after a code reload runs still executing in
 the previous one would wrongly look dead.
 

@@ -167,7 +167,7 @@ def test_image_runs_as_non_root_with_a_health_check() -> None:
     assert last_user < min(keywords.index("CMD"), keywords.index("ENTRYPOINT"))
     assert dockerfile()[last_user].args.split(":")[0] not in ("root", "0")
     command = image_cmd()
-    assert command[:3] == ["dagster", "api", "grpc"], "the code server CodeServerRunLauncher needs"
+    assert command[0] == "cosmic-dagster-code-server", "the code server CodeServerRunLauncher needs"
     port = command[command.index("-p") + 1]
     assert healthcheck_command() == ["dagster", "api", "grpc-health-check", "-p", port]
 
@@ -440,7 +440,8 @@ def test_image_install_step_works_in_a_fresh_venv(tmp_path: Path) -> None:
     assert loaded.returncode == 0, loaded.stderr
     assert Path(loaded.stdout.strip()).is_relative_to(venv), "imported the source tree, not the install"
 
-    for entry_point in ("dagster", "dagster-daemon", "dagster-webserver", "cosmic-dagster"):
+    ours = ("cosmic-dagster", "cosmic-dagster-code-server")
+    for entry_point in ("dagster", "dagster-daemon", "dagster-webserver", *ours):
         assert (bindir / entry_point).is_file(), entry_point
     commands = [image_cmd(), healthcheck_command()]
     for service in compose_yaml()["services"].values():

@@ -11,13 +11,15 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from cosmic_dagster import cli
+from cosmic_dagster import cli, names
 from cosmic_dagster.cli.dagster_api import GraphQLError
+from cosmic_dagster.cli.deployment import PostgresSettings
 from cosmic_dagster.domain.scans import scan_key
 from cosmic_dagster.emulators.sfapi.scheduler import SimulatedScheduler
 from cosmic_dagster.instance.code_server_launcher import RETRY_WAIT
@@ -29,6 +31,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.postgres]
 
 ASSETS = ("raw_scan", "nersc_copy", "reconstruction")
 DOWN_S = 25.0  # longer than two of deploy/dagster.yaml's run monitoring polls (10 s)
+PG_DOWN_S = 30.0  # longer than dagster-postgres retries a connection (6 tries over about 13 s)
 
 
 @pytest.fixture
@@ -100,8 +103,23 @@ def settled(live: LiveInstance, keys: list[str], quiet_s: float = 6.0, timeout_s
         quiet_since = quiet_since or time.monotonic()
         return time.monotonic() - quiet_since >= quiet_s
 
-    live.wait_for("every scan checked or failed, no run active", done, timeout_s)
+    try:
+        live.wait_for("every scan checked or failed, no run active", done, timeout_s)
+    except AssertionError as timed_out:
+        raise AssertionError(f"{where_scans_stand(live, keys)}\n{timed_out}") from None
     return failed
+
+
+def where_scans_stand(live: LiveInstance, keys: list[str]) -> str:
+    """Each scan's stage and checks, and every run's status: what a timed-out wait could not reach."""
+    scans = [f"{k}: {p.stage} {p.checks}" for k, p in live.progress(keys).items()]
+    quality = dg.AssetCheckKey(dg.AssetKey(names.RECONSTRUCTION), names.QUALITY_CHECK)
+    checks = [
+        f"{c.partition} {c.status.value} run {c.run_id[:8]}"
+        for c in live.instance.event_log_storage.get_asset_check_execution_history(quality, limit=100)
+    ]
+    runs = [f"{r.run_id[:8]} {r.status.value} {dict(r.tags)}" for r in live.instance.get_runs()]
+    return "\n".join(["scans:", *scans, "quality check executions:", *checks, "runs:", *runs])
 
 
 def rerun(live: LiveInstance, failed: set[str]) -> None:
@@ -202,4 +220,33 @@ def test_postgres_connections_dropped_mid_flight(deployed):
     assert dropped > 0
     keys += [scan_key(live.beamline.scan())]  # and the deployment still takes new scans
     rerun(live, settled(live, keys))
+    assert_each_scan_once(site, keys)
+
+
+@contextmanager
+def postgres_down(pg: PostgresSettings) -> Iterator[None]:
+    """The database away, as while PostgreSQL restarts: sessions killed, new connections refused."""
+    with pg.admin() as cur:
+        cur.execute(f'ALTER DATABASE "{pg.db}" ALLOW_CONNECTIONS false')
+    pg.drop_connections()
+    try:
+        yield
+    finally:
+        with pg.admin() as cur:
+            cur.execute(f'ALTER DATABASE "{pg.db}" ALLOW_CONNECTIONS true')
+
+
+def test_run_worker_dying_while_postgres_is_down_is_failed_and_retried_once_it_is_back(deployed):
+    """The code server can fail a dead worker's run only through the database; its watch must
+    outlive the outage (Dagster's stops at the first database error, leaving the run STARTED)."""
+    live, site = deployed
+    keys = [scan_key(live.beamline.scan())]
+    live.wait_for("jobs in flight", lambda: jobs_in_flight(site) and run_worker_pids(live))
+    assert live.pg is not None
+    with postgres_down(live.pg):
+        os.kill(run_worker_pids(live)[0], signal.SIGKILL)
+        time.sleep(PG_DOWN_S)
+    assert settled(live, keys) == set(), "the dead worker's scan was not retried to success"
+    retries = live.instance.get_runs(dg.RunsFilter(tags={"dagster/retry_number": "1"}))
+    assert retries, "the run whose worker died was not retried"
     assert_each_scan_once(site, keys)
