@@ -43,7 +43,7 @@ def outliving_errors(check: _Check) -> _Check:
             check(server)
         except Exception as exc:
             if not failing:
-                why = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                why = (str(exc).strip().splitlines() or [""])[0]  # not the SQL and its parameters
                 _log.warning(
                     "cannot look for dead run workers (%s: %s); looking again until it works",
                     type(exc).__name__,

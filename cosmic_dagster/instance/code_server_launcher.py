@@ -21,9 +21,8 @@ when its retry can be made:
 The step of the retried run reattaches to its Globus task and Slurm jobs through the ledger.
 
 Use it with ``cosmic-dagster-code-server`` (``dagster api grpc``, see ``code_server.py``) as the code
-server, not ``dagster code-server start``: that
-proxy answers for its newest child server only, so after a code reload runs still executing in
-the previous one would wrongly look dead.
+server, not ``dagster code-server start``: that proxy answers for its newest child server only, so
+after a code reload runs still executing in the previous one would wrongly look dead.
 
 Dagster internals used (1.13.27): ``DefaultRunLauncher._get_grpc_client_for_termination`` (the
 gRPC client of the server a run was started on, from the run's tags), the gRPC request types, and
