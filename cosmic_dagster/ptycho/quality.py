@@ -122,30 +122,6 @@ def object_error(
     return register(recon, truth, mask, subpixel=subpixel).error
 
 
-def noise_limited_error(
-    truth: np.ndarray,
-    probe: np.ndarray,
-    positions_px: np.ndarray,
-    *,
-    lit_fraction: float = DEFAULT_LIT_FRACTION,
-) -> float:
-    """The least object error (as :func:`object_error` scores it, over the lit region) that any
-    unbiased estimator reaches from Poisson counts, even one told the probe and the positions.
-
-    Why it holds: one exposure gives pixel r a Fisher information of 4|P(r)|² (``probe`` in photons
-    per object pixel) shared between the two quadratures of O(r), so E|δO(r)|² ≥ 1/N(r), N(r) being
-    the photons that fell on r over the scan (Cramér-Rao); coupling between pixels, an unknown
-    probe, background and bad pixels only raise it. Above the success threshold the scan cannot be
-    solved pixel by pixel, whatever the engine (a smoothing engine can beat it on smooth samples).
-    """
-    exposure = illumination(probe, positions_px, truth.shape)
-    lit = lit_mask(exposure, lit_fraction)
-    signal = float(np.sum(np.abs(truth[lit]) ** 2))
-    if signal == 0 or not np.all(exposure[lit] > 0):
-        return math.inf
-    return math.sqrt(float(np.sum(1 / exposure[lit].astype(np.float64))) / signal)
-
-
 def assess(
     scan: cxi.ScanData,
     obj: np.ndarray,

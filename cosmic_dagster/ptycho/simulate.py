@@ -289,6 +289,15 @@ def diffraction(
     return rng.poisson(intensity).astype(np.float32)
 
 
+def diffuse_background(spec: SimulationSpec) -> np.ndarray | None:
+    """The mean air scatter per pixel per frame (DC-centred, falling as 1/r), None without any."""
+    if spec.background == 0:
+        return None
+    n = spec.frame_size
+    shape = 1 / (np.hypot(*(np.indices((n, n)) - n // 2)) + 1.0)
+    return spec.background * shape / shape.mean()
+
+
 @dataclass(frozen=True, eq=False)
 class _Detector:
     """What the detector and the preprocessor do to the photons: background, darks, bad pixels."""
@@ -303,11 +312,7 @@ class _Detector:
     @classmethod
     def of(cls, spec: SimulationSpec, rng: np.random.Generator) -> _Detector:
         n = spec.frame_size
-        background = None
-        if spec.background > 0:
-            r = np.hypot(*(np.indices((n, n)) - n // 2)) + 1.0
-            shape = 1 / r
-            background = spec.background * shape / shape.mean()
+        background = diffuse_background(spec)
         residual, noise = None, 0.0
         if spec.dark_frames > 0:
             noise = spec.read_noise

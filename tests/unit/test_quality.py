@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from cosmic_dagster.ptycho import cxi, epie, quality, simulate, verdict
+from cosmic_dagster.ptycho import epie, quality, verdict
 
 
 def _smooth_object(size: int = 96, seed: int = 0) -> np.ndarray:
@@ -146,26 +145,3 @@ def test_assess_output_flags_non_finite_values(tmp_path: Path) -> None:
     result = quality.assess_output(path, truth=_smooth_object())
     assert not result.finite and not result.verdict.ok and result.object_error is None
     assert "NaN or infinity" in result.verdict.reason
-
-
-def test_noise_limit_is_one_over_root_photons_per_pixel() -> None:
-    """Two overlapping exposures of a flat 4 x 4 beam: 1/N(r) averaged over the lit pixels."""
-    truth = np.full((12, 12), 0.5 + 0j)
-    probe = np.full((4, 4), 3.0, complex)  # 9 photons per pixel per exposure
-    positions = np.array([[2, 2], [2, 4]])
-    # Lit (>= half the peak of 18): all 4 x 6 pixels; 8 of them got 18 photons, 16 got 9.
-    expected = math.sqrt((8 / 18 + 16 / 9) / (24 * 0.25))
-    assert quality.noise_limited_error(truth, probe, positions) == pytest.approx(expected)
-    assert quality.noise_limited_error(truth, 10 * probe, positions) == pytest.approx(expected / 10)
-
-
-def test_epie_lands_above_the_noise_limit(tmp_path: Path) -> None:
-    """ePIE on a dim simulated scan lands above the limit computed from the truth it never saw."""
-    spec = dataclasses.replace(simulate.SimulationSpec.tiny(), photons=3e3)
-    truth_probe = simulate.zone_plate_probe(spec)
-    scan = cxi.load_scan(simulate.write_scan(tmp_path / "dim.cxi", spec))
-    assert scan.ground_truth is not None
-    recon = epie.reconstruct(scan, probe_defocus_m=spec.resolved_defocus_m)
-    limit = quality.noise_limited_error(scan.ground_truth, truth_probe, scan.positions_px)
-    error = quality.object_error(recon.object, scan.ground_truth, illumination=recon.illumination)
-    assert 0.1 < limit < error  # ePIE lands about twice above it at every dose
