@@ -6,14 +6,17 @@ an engine fails. Both bounds below assume the engine is told the probe and the p
 more only lowers a bound).
 
 - :func:`pixelwise_bound` treats each object pixel alone: cheap, and a lower bound of the other. It
-  is the benchmark's ill-posed rule.
+  was the benchmark's photon rule until the whole-scan bound replaced it; the benchmark still
+  reports it, to compare with earlier rounds.
 - :func:`whole_scan_bound` inverts the whole Fisher information: object pixels are coupled through
   the frames, and scattering that only the phase of a shared far field reveals (few frames, light
   mostly outside the bright field, counts under the air scatter) is less known than its photons
   say. The counts, the diffuse background and the bad pixels are modelled; the read noise is not.
-  It binds unbiased engines only: ePIE, which shrinks what the data barely tell towards its start,
-  beats it on smooth samples, so it measures an engine's efficiency and is not the rule
-  (docs/reconstruction-quality.md, "The whole-scan noise limit").
+  It is the benchmark's photon rule. Like any Cramér-Rao bound it binds unbiased engines only (ePIE,
+  which shrinks what the data barely tell towards its start, beats it on some smooth samples, as it
+  beats the pixelwise one): a rule of what the data determine, as the geometric rules are, not a
+  forecast of one engine's outcome (docs/reconstruction-quality.md, "The whole-scan noise limit as
+  the photon rule").
 """
 
 from __future__ import annotations
