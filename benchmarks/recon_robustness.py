@@ -357,11 +357,14 @@ def main() -> None:
         )
     total = tally(normal)
     wrong_pass = sum(o.ok for o in wrong)
+    wrong_pass_wrong = sum(o.ok and o.object_error > FALSE_PASS for o in wrong)
     ratio = [o.focus_s / o.recon_s for o in normal if o.recon_s > 0]
     sign_right = sum(np.sign(o.chosen_um) == np.sign(effective_defocus_m(o.case.spec)) for o in normal)
     print(
-        f"wrong fixed defocus: {len(wrong)} runs, verdict ok on {wrong_pass} (median object error "
-        f"{statistics.median(o.object_error for o in wrong) if wrong else math.nan:.2f})"
+        f"wrong fixed defocus: {len(wrong)} runs, median object error "
+        f"{statistics.median(o.object_error for o in wrong) if wrong else math.nan:.2f}; verdict ok on "
+        f"{wrong_pass}, {wrong_pass_wrong} of them with object error > {FALSE_PASS:g} (a lit region of "
+        "little structure can come out right from either sign)"
     )
     above = [(o.object_error, o.object_error / o.noise_limit) for o in normal if not o.ill_posed]
     limit_ratio = statistics.median(r for _, r in above) if above else math.nan
@@ -423,7 +426,8 @@ def main() -> None:
         f"false_fail_well_posed={total['false_fail_well_posed']:.3f} ill_posed={len(ill)} "
         f"wrong_defocus_runs={len(wrong)} "
         f"noise_limit_ratio_median={limit_ratio:.1f} "
-        f"wrong_defocus_passed={wrong_pass} focus_cost_median={statistics.median(ratio):.2f} "
+        f"wrong_defocus_passed={wrong_pass} wrong_defocus_passed_wrong={wrong_pass_wrong} "
+        f"focus_cost_median={statistics.median(ratio):.2f} "
         f"binned={len(binned)} reruns={len(rerun)} rerun_passed={len(kept)} "
         f"below_whole_scan_limit={below} success_rate_pixelwise_rule={pixelwise['success']:.3f} "
         f"moved_by_whole_scan_limit={len(moved)} of_them_solved={moved_solved} "
