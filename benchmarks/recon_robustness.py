@@ -44,7 +44,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from cosmic_dagster.ptycho import batched, cramer_rao, cxi, epie, layout, quality, simulate, verdict
+from cosmic_dagster.ptycho import batched, cramer_rao, cxi, epie, layout, quality, simulate
 from cosmic_dagster.ptycho import xp as backends
 from cosmic_dagster.ptycho.simulate import SimulationSpec
 
@@ -151,7 +151,7 @@ class Outcome:
     ok: bool
     signal: str
     doubtful: bool
-    """Passed, but with a signal within :attr:`verdict.Limits.doubt_margin` of its limit."""
+    """Passed with one of the verdict's doubts (:attr:`~cosmic_dagster.ptycho.verdict.Verdict.doubt`)."""
     error_to_floor: float
     signals: dict
     object_error: float
@@ -390,7 +390,7 @@ def main() -> None:
     doubtful = [o for o in normal if o.doubtful]
     doubtful_wrong = sum(o.object_error > FALSE_PASS for o in doubtful)
     print(
-        f"doubtful passes (a signal within {100 * verdict.LIMITS.doubt_margin:g} % of its limit): "
+        "doubtful passes (a signal near its limit, or another of the verdict's doubts): "
         f"{len(doubtful)} of {sum(o.ok for o in normal)} passes, {doubtful_wrong} of them wrong "
         f"(object error > {FALSE_PASS:g}); clear passes wrong: {int(total['false_pass_clear'])}"
     )

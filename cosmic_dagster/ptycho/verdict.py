@@ -90,6 +90,12 @@ class Limits:
     """A pass is doubtful where the auto-focus's trials at half the chosen defocus or less predicted
     the held-out frames within this factor as well (:attr:`focus.Focus.contrast`): there the search
     leans to too large a defocus, and the image can fit the data while wrong."""
+    doubt_dose: float = 260.0
+    """... and where fewer photons than this fell on each scanned object pixel: they allow an object
+    error of about 0.67/√dose (the Cramér-Rao limit of each pixel alone; 0.56-0.78 over the
+    benchmark's scans), and this engine's right-defocus images sit up to 4.8x above that limit (75th
+    percentile; median 2.7x), so under (4.8 · 0.67 / 0.2)² ≈ 260 a right-looking image can be wrong
+    by more than 0.2 (``docs/reconstruction-quality.md``, "A doubt from the dose")."""
 
     def allowed_fourier_error(self, noise_floor: float) -> float:
         """The most Fourier error a model may keep over data of this noise floor."""
@@ -484,6 +490,11 @@ def judge(signals: Signals, limits: Limits = LIMITS) -> Verdict:
             f"doubtful: the auto-focus's trials at half the chosen defocus or less scored only "
             f"{contrast:.2f}x worse (less than {limits.min_focus_contrast:g}x): the data barely fix "
             "the probe's defocus, and a too large one can fit them with a wrong image"
+        )
+    elif signals.dose is not None and signals.dose < limits.doubt_dose:
+        doubt = (
+            f"doubtful: {signals.dose:.0f} photons per object pixel (under {limits.doubt_dose:g}): so few "
+            "leave an image that fits them noisy enough to be wrong; look at the image"
         )
     return Verdict(True, reason, doubt=doubt, closest=closest.signal, margin=closest.room)
 

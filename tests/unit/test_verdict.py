@@ -225,6 +225,20 @@ def test_a_pass_whose_defocus_the_data_barely_fixed_is_doubtful() -> None:
     assert Signals([1, 0.01], True, focus_contrast=1.1).to_summary()["focus_contrast"] == 1.1
 
 
+def test_a_pass_on_few_photons_is_doubtful() -> None:
+    """Benchmark seed 28, case 39 (a Siemens star, 1e4 photons per 256² frame, the right defocus;
+    object error 0.213): every signal inside the right images' range, 242 photons per object pixel."""
+    noisy = Signals(
+        [1, 0.087], True, Fit(0.0870, 0.0830, 0.916, 1.068), amplitude_spread=1.2, probe_coherence=0.995,
+        coverage=5.68, dose=242, beam_px=36.4, focus_contrast=1.31,
+    )  # fmt: skip
+    judged = verdict.judge(noisy)
+    assert judged.ok and judged.doubtful and "242 photons per object pixel (under 260)" in judged.doubt
+    assert not verdict.judge(replace(noisy, dose=300)).doubtful
+    # a nearer doubt names itself first
+    assert "barely fix" in verdict.judge(replace(noisy, focus_contrast=1.1)).doubt
+
+
 def test_a_pass_after_failed_runs_is_doubtful_before_any_contrast() -> None:
     """A rerun from a smaller defocus may still hold a too wide probe (docs: "Reruns")."""
 
