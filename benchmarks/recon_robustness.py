@@ -76,17 +76,24 @@ class Case:
 
 
 def draw_case(index: int, rng: np.random.Generator, frame_size: int | None = None) -> Case:
-    """One point of the matrix; the geometry keeps the probe inside the frame as a beamline would."""
+    """One point of the matrix; the geometry keeps the probe inside the frame as a beamline would:
+    where the cone cannot grow enough for the beam to fit, the frames are larger (as a beamline
+    would crop them less)."""
     n = frame_size or int(rng.choice(FRAME_SIZES))
     energy = float(np.exp(rng.uniform(np.log(250), np.log(2500))))
     defocus = float(rng.choice([-1, 1]) * np.exp(rng.uniform(np.log(5e-6), np.log(40e-6))))
     outer_zone = 45e-9
     wavelength = simulate.optics.wavelength_m(energy)
-    # Pupil (probe cone) fraction of the frame: large enough that the beam fits in ~40 % of it.
-    beam_fraction = abs(defocus) * wavelength / outer_zone**2 / (0.4 * n)
-    pupil = float(np.clip(max(beam_fraction, rng.uniform(0.3, 0.7)), 0.25, 0.85))
     distance = 0.121
-    detector_pixel = distance * math.tan(wavelength / (2 * outer_zone)) / (pupil * n / 2)
+    spare_pupil = rng.uniform(0.3, 0.7)
+    while True:
+        # Pupil (probe cone) fraction of the frame: large enough that the beam fits in ~40 % of it.
+        beam_fraction = abs(defocus) * wavelength / outer_zone**2 / (0.4 * n)
+        pupil = float(np.clip(max(beam_fraction, spare_pupil), 0.25, 0.85))
+        detector_pixel = distance * math.tan(wavelength / (2 * outer_zone)) / (pupil * n / 2)
+        if simulate.beam_diameter_px(energy, distance, detector_pixel, n, outer_zone, defocus) < n:
+            break
+        n *= 2
     overlap = 0.3 if rng.random() < 0.06 else float(rng.uniform(0.6, 0.8))  # a few sparse scans
     spec = SimulationSpec(
         n_side=3 if n >= 512 else int(rng.integers(4, 7)),

@@ -154,6 +154,7 @@ def assess(
             coverage=coverage,
             dose=dose,
             beam_px=shape.beam_px,
+            frame_px=min(scan.frames.shape[1:]),
             fit=verdict.model_fit(
                 scan.frames, obj, probe, positions_px, scan.bad_pixels, read_noise, binning
             ),

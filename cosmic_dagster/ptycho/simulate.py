@@ -118,6 +118,14 @@ class SimulationSpec:
                 f"invalid SimulationSpec: the probe cone ({self.pupil_radius_px:.0f} px radius) does not fit "
                 f"in {self.frame_size} px frames; use larger detector pixels or frames"
             )
+        if self.beam_diameter_px >= self.frame_size:
+            # The dual of the cone's limit: the frames' FFT window is periodic, so a wider beam would
+            # wrap around onto itself, where a real detector would undersample its diffraction.
+            raise ValueError(
+                f"invalid SimulationSpec: the defocused beam ({self.beam_diameter_px:.0f} px across) does "
+                f"not fit in the {self.frame_size} px field of view; use a smaller defocus, larger frames "
+                "or smaller detector pixels"
+            )
 
     @classmethod
     def tiny(cls, seed: int = 0) -> SimulationSpec:
@@ -167,8 +175,25 @@ class SimulationSpec:
     @property
     def beam_diameter_px(self) -> float:
         """Outer diameter of the defocused beam on the sample (object pixels): 2 |z| tan(λ / 2Δr)."""
-        cone = np.tan(self.wavelength_m / (2 * self.outer_zone_m))
-        return 2 * abs(self.resolved_defocus_m) * float(cone) / self.object_pixel_m
+        return beam_diameter_px(
+            self.energy_ev, self.distance_m, self.detector_pixel_m, self.frame_size, self.outer_zone_m,
+            self.resolved_defocus_m,
+        )  # fmt: skip
+
+
+def beam_diameter_px(
+    energy_ev: float,
+    distance_m: float,
+    detector_pixel_m: float,
+    frame_size: int,
+    outer_zone_m: float,
+    defocus_m: float,
+) -> float:
+    """:attr:`SimulationSpec.beam_diameter_px` of a geometry not yet made a spec (one that might not
+    fit in its frames)."""
+    cone = np.tan(optics.wavelength_m(energy_ev) / (2 * outer_zone_m))
+    pixel = optics.object_pixel_size_m(energy_ev, distance_m, detector_pixel_m, frame_size)
+    return 2 * abs(defocus_m) * float(cone) / pixel
 
 
 def cosmic_filename(day: dt.date, scan_number: int, energy_index: int = 0, region: int = 0) -> str:

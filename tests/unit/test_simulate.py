@@ -52,6 +52,7 @@ def test_presets() -> None:
         ({"photons": 0}, "photons"),
         ({"jitter": 0.5}, "jitter"),
         ({"frame_size": 32}, "probe cone"),
+        ({"defocus_m": -100e-6}, "beam .141 px across. does not fit in the 128 px field of view"),
     ],
 )
 def test_spec_rejects_bad_values(changes: dict, message: str) -> None:
