@@ -380,7 +380,11 @@ def main() -> None:
         f"successes {_median(r for e, r in above if e <= SUCCESS)}, "
         f"failures {_median(r for e, r in above if e > SUCCESS)}"
     )
-    whole = [(o.object_error, o.whole_scan_limit or math.nan) for o in normal if not o.ill_posed]
+    whole = [
+        (o.object_error, o.whole_scan_limit)
+        for o in normal
+        if o.whole_scan_limit is not None and not o.ill_posed
+    ]
     below = sum(e < w for e, w in whole)
     moved = [o for o in normal if o.ill_posed and not o.ill_posed_pixelwise]
     moved_solved = sum(o.object_error <= SUCCESS for o in moved)
