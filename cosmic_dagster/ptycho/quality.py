@@ -154,7 +154,7 @@ def assess(
             coverage=coverage,
             dose=dose,
             beam_px=shape.beam_px,
-            frame_px=min(scan.frames.shape[1:]),
+            window_px=min(probe.shape[-2:]),
             fit=verdict.model_fit(
                 scan.frames, obj, probe, positions_px, scan.bad_pixels, read_noise, binning
             ),

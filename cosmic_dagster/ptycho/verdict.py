@@ -138,8 +138,9 @@ class Signals:
     coverage: float | None = None
     dose: float | None = None
     beam_px: float | None = None
-    frame_px: int | None = None
-    """The frames' field of view (object pixels, the smaller side): the widest beam they can hold."""
+    window_px: int | None = None
+    """The probe array's field of view (object pixels, the smaller side): the widest beam the model
+    can hold without wrapping it onto itself (the frames' own, unless an engine oversampled them)."""
     focus_contrast: float | None = None
     """:attr:`focus.Focus.contrast` of an auto-focused run (None: fixed defocus, another engine)."""
     failed_runs: int = 0
@@ -582,13 +583,14 @@ def _bounds(signals: Signals, limits: Limits) -> list[_Bound]:
             "scan further from the focus",
             f"the beam is {signals.beam_px:.1f} pixels across",
         ))  # fmt: skip
-        if signals.frame_px is not None:
+        if signals.window_px is not None:
             bounds.append(_Bound(
-                "beam_size", signals.beam_px, signals.frame_px, True,
-                f"the beam is wider than the frames' field of view ({signals.beam_px:.0f} pixels across, "
-                f"the frames see {signals.frame_px}): the detector undersamples its diffraction and the "
-                "model wraps the beam onto itself; crop the frames less or move the sample nearer the focus",
-                f"the beam is {signals.beam_px:.0f} of the frames' {signals.frame_px} pixels across",
+                "beam_size", signals.beam_px, signals.window_px, True,
+                f"the beam is wider than the reconstruction's field of view ({signals.beam_px:.0f} pixels "
+                f"across, the probe array {signals.window_px}): the model wraps the beam onto itself, and "
+                "frames of that size undersample its diffraction; crop the frames less or move the sample "
+                "nearer the focus",
+                f"the beam is {signals.beam_px:.0f} of the field of view's {signals.window_px} pixels",
             ))  # fmt: skip
     coherence = signals.probe_coherence
     if coherence is not None:

@@ -110,9 +110,9 @@ def test_held_out_frames_score_as_the_fit_and_the_deviance_do(mirrored: bool, ph
         (Signals([1, 0.01], True, Fit(0.009, 0.01, 0.87, 0.87)), "intensity_balance", "weak scattering"),
         (Signals([1, 0.01], True, _FIT, beam_px=5.0), "beam_size", "nearly focused"),
         (
-            Signals([1, 0.01], True, _FIT, beam_px=70.0, frame_px=64),
+            Signals([1, 0.01], True, _FIT, beam_px=70.0, window_px=64),
             "beam_size",
-            "wider than the frames' field",
+            "wider than the reconstruction's field of view",
         ),
         (Signals([1, 0.01], True, _FIT, probe_coherence=0.5), "probe_coherence", "not a focused beam"),
         (Signals([1, 0.01], True, _FIT, amplitude_spread=30.0), "amplitude_spread", "hot spots"),
@@ -198,16 +198,16 @@ def test_a_pass_at_the_edge_of_a_limit_is_doubtful_and_says_which() -> None:
     assert not failed.ok and not failed.doubtful and failed.closest == ""
 
 
-def test_a_beam_must_fit_in_the_frames_field_of_view() -> None:
+def test_a_beam_must_fit_in_the_reconstructions_field_of_view() -> None:
     """A periodic model wraps a wider beam onto itself, where a detector undersamples it."""
-    wide = Signals([1, 0.01], True, _FIT, coverage=4.0, probe_coherence=0.995, frame_px=64)
+    wide = Signals([1, 0.01], True, _FIT, coverage=4.0, probe_coherence=0.995, window_px=64)
     assert verdict.judge(replace(wide, beam_px=40.0)).ok
     filling = verdict.judge(replace(wide, beam_px=62.0))
     assert (
         filling.ok
         and filling.doubtful
         and filling.closest == "beam_size"
-        and "62 of the frames' 64" in filling.doubt
+        and "62 of the field of view's 64" in filling.doubt
     )
     assert not verdict.judge(replace(wide, beam_px=66.0)).ok
 
