@@ -11,11 +11,12 @@ scored against the truth: success = registered object error <= 0.15; false pass 
 object error > 0.2; false fail = verdict not ok and object error <= 0.15 (over all cases, and over
 the well-posed ones). Cases a ptychography experiment could not solve are marked ill-posed by rule,
 from the simulated truth alone: too little overlap between neighbouring positions, a beam so nearly
-focused that probe and object cannot be told apart, or too few photons (the Cramér-Rao limit of the
-object error from the whole scan's Fisher information, probe and positions known, above the success
-threshold). Success is counted over the well-posed ones, and also by the earlier rounds' photon rule
-(the limit of each pixel alone, which ignores the background) to compare with them; each case
-reports its object error over both limits. A second pass reruns
+focused that probe and object cannot be told apart, a scan that saw only blank sample (nothing to
+image: any uniform image matches it), or too few photons (the Cramér-Rao limit of the object error
+from the whole scan's Fisher information, probe and positions known, above the success threshold).
+Success is counted over the well-posed ones, and also by the earlier rounds' photon rule (the limit
+of each pixel alone, which ignores the background) to compare with them; each case reports its
+object error over both limits. A second pass reruns
 some cases with a deliberately wrong fixed defocus (the opposite sign) to show the verdict fails
 them. Last line:
 ``RESULT cases=... success_rate=... false_pass=... false_fail=... (more keys)``.
@@ -58,6 +59,10 @@ MIN_BEAM_PX = 8.0
 #: Well-posed beams narrower than this are where the auto-focus misjudges the magnitude (a table
 #: axis of their own; docs/reconstruction-quality.md, "What limits success now").
 NARROW_BEAM_PX = 13.0
+#: A scan whose truth varies by less than this (std / |mean|) where the true probe lit it saw only
+#: blank sample: any uniform image is "right" there, so it tests nothing (tiny scans of narrow beams
+#: on a sample's background, 41 of 1,100 cases; one scored 0 for a wrong-sign run once).
+BLANK_CONTRAST = 0.01
 #: Frame sizes and how often they are drawn (small frames dominate the run time budget).
 FRAME_SIZES = (64, 64, 64, 128, 128, 128, 128, 256, 256, 512)
 #: Frame sizes of the few big cases added to every run.
@@ -175,19 +180,29 @@ class Outcome:
     focus_trials_um: tuple[tuple[float, float], ...]
     """The auto-focus's (defocus in µm, score) per trial (:attr:`~cosmic_dagster.ptycho.focus.Focus.trials`),
     so a decision rule over them can be studied from ``--json`` without rerunning the engine."""
+    scanned_contrast: float
+    """The truth's spread (std / |mean|) where the true probe lit it: 0 where the scan saw blank
+    sample (:data:`BLANK_CONTRAST`)."""
 
     @property
     def ill_posed(self) -> str:
         """Why the case is ill-posed ("" when well posed)."""
         limit = self.whole_scan_limit
-        if self.case.ill_posed or limit is None or limit <= SUCCESS:
-            return self.case.ill_posed
+        if self.case.ill_posed or self.blank or limit is None or limit <= SUCCESS:
+            return self.case.ill_posed or self.blank
         return f"too few photons (whole-scan noise limit {limit:.3f} > {SUCCESS:g})"
 
     @property
     def ill_posed_pixelwise(self) -> bool:
         """Ill-posed by the earlier rounds' rule (the photon limit of each pixel alone)."""
-        return bool(self.case.ill_posed) or self.noise_limit > SUCCESS
+        return bool(self.case.ill_posed or self.blank) or self.noise_limit > SUCCESS
+
+    @property
+    def blank(self) -> str:
+        """Why the scanned region holds nothing to image ("" when it does)."""
+        if self.scanned_contrast >= BLANK_CONTRAST:
+            return ""
+        return f"blank scanned region (the truth varies by {self.scanned_contrast:.1%} where lit)"
 
 
 def run_case(case: Case, engine: str = "epie") -> Outcome:
@@ -205,8 +220,12 @@ def run_case(case: Case, engine: str = "epie") -> Outcome:
 
     recon, assessment = epie.judged_run(scan, run, fixed)  # as the job command runs an engine
     assert scan.ground_truth is not None and recon.focus is not None
-    error = quality.object_error(recon.object, scan.ground_truth, illumination=recon.illumination)
+    true_illumination = quality.illumination(true_probe, scan.positions_px, scan.object_shape)
+    error = quality.object_error(
+        recon.object, scan.ground_truth, illumination=recon.illumination, true_illumination=true_illumination
+    )
     fit = assessment.signals.fit
+    scanned = scan.ground_truth[quality.lit_mask(true_illumination)]
     return Outcome(
         case=case,
         noise_limit=cramer_rao.pixelwise_bound(scan.ground_truth, true_probe, scan.positions_px),
@@ -235,6 +254,7 @@ def run_case(case: Case, engine: str = "epie") -> Outcome:
         rerun_s=recon.focus.rerun_seconds,
         binning=int(recon.params["detector_binning"]),
         focus_trials_um=tuple((z * 1e6, score) for z, score in recon.focus.trials),
+        scanned_contrast=float(np.std(scanned) / max(float(np.abs(np.mean(scanned))), 1e-30)),
     )
 
 

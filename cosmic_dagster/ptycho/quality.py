@@ -23,6 +23,10 @@ from cosmic_dagster.ptycho.verdict import Signals, Verdict
 
 #: Fraction of the peak exposure above which the object counts as well lit.
 DEFAULT_LIT_FRACTION = 0.5
+#: Below this fraction of the peak exposure a reconstruction still holds its starting guess, not an
+#: image: registration must not shift such pixels onto the lit region (where the truth is blank, an
+#: untouched uniform start would match it exactly).
+RECONSTRUCTED_FRACTION = 0.01
 
 
 @dataclass(frozen=True)
@@ -113,13 +117,21 @@ def object_error(
     illumination: np.ndarray | None = None,
     lit_fraction: float = DEFAULT_LIT_FRACTION,
     subpixel: bool = True,
+    true_illumination: np.ndarray | None = None,
 ) -> float:
     """Normalised complex L2 error after registration (see :func:`register`), over the lit region.
 
-    Without ``illumination`` (summed probe intensity on the object grid) the whole array counts.
+    Without ``illumination`` (the reconstruction's summed probe intensity on the object grid) the
+    whole array counts. With it, the reconstruction counts as zero where it was not reconstructed
+    (:data:`RECONSTRUCTED_FRACTION`), so no shift can score its untouched start, and the region
+    scored is where it is lit, or where ``true_illumination`` (the true probe's, in a simulation)
+    is: that is the region the scan really lit, which a wrong probe cannot shrink to its best pixels.
     """
-    mask = None if illumination is None else lit_mask(illumination, lit_fraction)
-    return register(recon, truth, mask, subpixel=subpixel).error
+    if illumination is None:
+        return register(recon, truth, subpixel=subpixel).error
+    reconstructed = np.where(lit_mask(illumination, RECONSTRUCTED_FRACTION), recon, 0)
+    scored = lit_mask(illumination if true_illumination is None else true_illumination, lit_fraction)
+    return register(reconstructed, truth, scored, subpixel=subpixel).error
 
 
 def assess(

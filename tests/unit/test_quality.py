@@ -69,6 +69,34 @@ def test_error_counts_only_the_lit_region() -> None:
     assert quality.object_error(recon, truth) > 0.1
 
 
+def test_an_unreconstructed_start_cannot_be_shifted_onto_a_blank_lit_region() -> None:
+    """A garbage image of a blank scanned region: the error is the garbage's, not the error of the
+    uniform start that a large shift would lay over the lit region."""
+    truth = _smooth_object()
+    truth[:48, :48] = 1  # the scan sees only blank sample
+    illumination = np.zeros(truth.shape)
+    illumination[12:36, 12:36] = 1
+    recon = np.ones(truth.shape, np.complex64)  # the engine's start, untouched where unlit
+    recon[8:40, 8:40] = _smooth_object(seed=3)[8:40, 8:40]
+    assert quality.register(recon, truth, quality.lit_mask(illumination)).error < 1e-6
+    assert quality.object_error(recon, truth, illumination=illumination) > 0.3
+
+
+def test_the_true_illumination_scores_the_region_the_scan_lit() -> None:
+    """A wrong probe that concentrates its light on a few pixels would be scored there alone."""
+    truth = _smooth_object()
+    true_illumination = _centre_mask().astype(float)
+    recon = _smooth_object(seed=4)
+    recon[44:52, 44:52] = truth[44:52, 44:52]  # right only under the wrong probe's hot spot
+    illumination = 0.1 * true_illumination
+    illumination[44:52, 44:52] = 1
+    assert quality.object_error(recon, truth, illumination=illumination) < 1e-6
+    scored = quality.object_error(
+        recon, truth, illumination=illumination, true_illumination=true_illumination
+    )
+    assert scored > 0.3
+
+
 def test_lit_mask_threshold() -> None:
     illumination = np.array([[0.0, 0.4], [0.6, 2.0]])
     np.testing.assert_array_equal(quality.lit_mask(illumination), [[False, False], [False, True]])
