@@ -188,20 +188,21 @@ class Outcome:
     def ill_posed(self) -> str:
         """Why the case is ill-posed ("" when well posed)."""
         limit = self.whole_scan_limit
-        if self.case.ill_posed or self.blank or limit is None or limit <= SUCCESS:
-            return self.case.ill_posed or self.blank
+        if self.unsolvable or limit is None or limit <= SUCCESS:
+            return self.unsolvable
         return f"too few photons (whole-scan noise limit {limit:.3f} > {SUCCESS:g})"
 
     @property
     def ill_posed_pixelwise(self) -> bool:
         """Ill-posed by the earlier rounds' rule (the photon limit of each pixel alone)."""
-        return bool(self.case.ill_posed or self.blank) or self.noise_limit > SUCCESS
+        return bool(self.unsolvable) or self.noise_limit > SUCCESS
 
     @property
-    def blank(self) -> str:
-        """Why the scanned region holds nothing to image ("" when it does)."""
-        if self.scanned_contrast >= BLANK_CONTRAST:
-            return ""
+    def unsolvable(self) -> str:
+        """Why the case is ill-posed whatever the photons: its geometry, or a scan of blank sample
+        (:data:`BLANK_CONTRAST`); "" for neither."""
+        if self.case.ill_posed or self.scanned_contrast >= BLANK_CONTRAST:
+            return self.case.ill_posed
         return f"blank scanned region (the truth varies by {self.scanned_contrast:.1%} where lit)"
 
 
