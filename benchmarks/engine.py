@@ -2,9 +2,10 @@
 
     .venv/bin/python benchmarks/engine.py [--repeats 3]
 
-Figures: wall time of 100 iterations on 64 frames of 128² with auto-focus off (target <= 3 s), as
-a pipeline runs them (then the averaging sweeps, ``epie.DEFAULT_AVERAGE_ITERATIONS``) and without
-the averaging; the time of the same FFTs alone (the floor any FFT-based ePIE pays); frames·iterations
+Figures: wall time of 100 iterations on 64 frames of 128² with auto-focus off (target <= 3 s), with
+the averaging sweeps a pipeline runs after them (``epie.DEFAULT_AVERAGE_ITERATIONS``) and without;
+the likelihood finish a pipeline runs last (``epie.DEFAULT_LIKELIHOOD_ITERATIONS``), apart; the
+time of the same FFTs alone (the floor any FFT-based ePIE pays); frames·iterations
 per second on 256² frames; the object error of the timed run; and, separately, what the probe
 auto-focus costs on the same scan (seconds and as a fraction of one plain run; target <= 1). Last line:
 ``RESULT engine_64x128_100it_s=... fft_only_s=... object_error=... auto_focus_s=... (more keys)``.
@@ -85,14 +86,24 @@ def main() -> None:
         big = cxi.load_scan(simulate.write_scan(Path(tmp) / "big.cxi", big_spec))
 
     nominal = epie.nominal_defocus_m(demo)  # auto-focus off: the defocus is given
-    runs = [epie.reconstruct(demo, 100, probe_defocus_m=nominal) for _ in range(args.repeats)]
+    runs = [
+        epie.reconstruct(demo, 100, probe_defocus_m=nominal, likelihood_iterations=0)
+        for _ in range(args.repeats)
+    ]
     engine_s = statistics.median(r.seconds for r in runs)
+    finished = [epie.reconstruct(demo, 100, probe_defocus_m=nominal) for _ in range(args.repeats)]
+    finished_s = statistics.median(r.seconds for r in finished)
     epie_s = statistics.median(
-        epie.reconstruct(demo, 100, probe_defocus_m=nominal, average_iterations=0).seconds
+        epie.reconstruct(
+            demo, 100, probe_defocus_m=nominal, average_iterations=0, likelihood_iterations=0
+        ).seconds
         for _ in range(args.repeats)
     )
     assert demo.ground_truth is not None
-    error = quality.object_error(runs[0].object, demo.ground_truth, illumination=runs[0].illumination)
+    error, finished_error = (
+        quality.object_error(r[0].object, demo.ground_truth, illumination=r[0].illumination)
+        for r in (runs, finished)
+    )
     fft_s = statistics.median(fft_only_seconds(64, 128, 100, "scipy") for _ in range(args.repeats))
     numpy_fft_s = statistics.median(fft_only_seconds(64, 128, 100, "numpy") for _ in range(args.repeats))
     plain_s = straightforward_epie_seconds(demo, 100)
@@ -100,7 +111,9 @@ def main() -> None:
 
     big_iterations = 20
     big_s = statistics.median(
-        epie.reconstruct(big, big_iterations, probe_defocus_m=nominal, average_iterations=0).seconds
+        epie.reconstruct(
+            big, big_iterations, probe_defocus_m=nominal, average_iterations=0, likelihood_iterations=0
+        ).seconds
         for _ in range(args.repeats)
     )
     focused = [epie.reconstruct(demo, 100) for _ in range(args.repeats)]
@@ -124,6 +137,11 @@ def main() -> None:
         f"  {'straightforward numpy ePIE (1 run)':<44} {plain_s:7.3f} s  speed-up = {plain_s / epie_s:.2f}x"
     )
     print(f"  object error {error:.4f} (registered, lit region), Fourier error drop {drop:.1f}x")
+    finish = f"+ the likelihood finish ({epie.DEFAULT_LIKELIHOOD_ITERATIONS} iterations at most)"
+    print(
+        f"  {'this engine, ' + averaged + ' ' + finish:<44} {finished_s:7.3f} s  the finish "
+        f"{finished_s - engine_s:.3f} s; object error {finished_error:.4f}"
+    )
     print(f"{'probe auto-focus on the same scan':<48}")
     print(
         f"  {'auto-focus (trials on a patch)':<44} {focus_s:7.3f} s  = {focus_s / engine_s:.2f}x "
@@ -137,7 +155,9 @@ def main() -> None:
         f"RESULT engine_64x128_100it_s={engine_s:.3f} epie_only_s={epie_s:.3f} fft_only_s={fft_s:.3f} "
         f"object_error={error:.4f} epie_to_fft={epie_s / fft_s:.2f} straightforward_s={plain_s:.3f} "
         f"frames_iterations_per_s_256={rate_256:.0f} engine_to_fft_256={big_s / big_fft_s:.2f} "
-        f"auto_focus_s={focus_s:.3f} auto_focus_to_run={focus_s / engine_s:.2f}"
+        f"auto_focus_s={focus_s:.3f} auto_focus_to_run={focus_s / engine_s:.2f} "
+        f"finished_s={finished_s:.3f} finish_s={finished_s - engine_s:.3f} "
+        f"finished_object_error={finished_error:.4f}"
     )
 
 

@@ -6,7 +6,8 @@
 Each case is a seeded simulation drawn over the matrix of issue 11 (defocus sign and magnitude,
 energy, frame size, dose, jitter, bad pixels, dark frames, background, 2/3 translation columns,
 sample kind, FFT sign convention), reconstructed with the settings a pipeline run uses (ePIE, 100
-iterations and the object-averaging sweeps, auto-focus), judged by the ground-truth-free verdict and
+iterations, the object-averaging sweeps and the likelihood finish, auto-focus), judged by the
+ground-truth-free verdict and
 scored against the truth: success = registered object error <= 0.15; false pass = verdict ok and
 object error > 0.2; false fail = verdict not ok and object error <= 0.15 (over all cases, and over
 the well-posed ones). Cases a ptychography experiment could not solve are marked ill-posed by rule,

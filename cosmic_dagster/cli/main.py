@@ -32,6 +32,7 @@ def _recon_config(args: argparse.Namespace) -> dict:
         "probe_refine_start": args.probe_refine_start,
         "probe_defocus_um": args.probe_defocus_um,
         "average_iterations": args.average_iterations,
+        "likelihood_iterations": args.likelihood_iterations,
         "device": args.device,
         "force": args.force or None,
     }
@@ -304,6 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument(
             "--average-iterations", type=int, help="epie: object-averaging sweeps (default: the engine's)"
+        )
+        p.add_argument(
+            "--likelihood-iterations",
+            type=int,
+            help="epie: iterations of the likelihood finish of the object (default: the engine's)",
         )
         p.add_argument("--device", choices=DEVICES, help="batched engine: where it runs")
         p.add_argument(

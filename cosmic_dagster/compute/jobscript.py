@@ -185,7 +185,8 @@ class EpieParams:
 
     ``probe_defocus_um`` None lets the engine choose the probe defocus from the data (auto-focus);
     a number fixes it (signed, in the engine's convention, which is cdtools').
-    ``average_iterations`` None keeps the engine's own number of object-averaging sweeps."""
+    ``average_iterations`` and ``likelihood_iterations`` None keep the engine's own number of
+    object-averaging sweeps and of iterations of its likelihood finish."""
 
     engine: ClassVar[str] = "epie"
     iterations: int = 100
@@ -193,6 +194,7 @@ class EpieParams:
     seed: int = 0
     probe_defocus_um: float | None = field(default=None, metadata=ADDED_LATER)
     average_iterations: int | None = field(default=None, metadata=ADDED_LATER)
+    likelihood_iterations: int | None = field(default=None, metadata=ADDED_LATER)
 
     def __post_init__(self) -> None:
         _check_int("EpieParams", "iterations", self.iterations, 1)
@@ -200,20 +202,23 @@ class EpieParams:
         _check_int("EpieParams", "seed", self.seed, 0)
         if self.probe_defocus_um is not None:
             _check_number("EpieParams", "probe_defocus_um", self.probe_defocus_um)
-        if self.average_iterations is not None:
-            _check_int("EpieParams", "average_iterations", self.average_iterations, 0)
+        for name in ("average_iterations", "likelihood_iterations"):
+            if getattr(self, name) is not None:
+                _check_int("EpieParams", name, getattr(self, name), 0)
 
     def resources(self) -> Resources:
         return Resources(cpus=1, gpus=0, time_limit="00:30:00")
 
     def command(self, *, input_path: str, workdir: str, python: str) -> str:
-        averaging = (
-            [] if self.average_iterations is None else [f"--average-iterations {self.average_iterations}"]
-        )
+        finishing = [
+            f"--{name.replace('_', '-')} {value}"
+            for name in ("average_iterations", "likelihood_iterations")
+            if (value := getattr(self, name)) is not None
+        ]
         return engine_cli_command(
             "cosmic_dagster.ptycho.epie",
             self,
-            averaging,
+            finishing,
             input_path=input_path,
             workdir=workdir,
             python=python,

@@ -55,6 +55,11 @@ class ReconstructionConfig(dg.Config):
         description="sweeps after the iterations that average the object over all frames, the "
         "probe held (0: none); unset: the engine's default [epie]",
     )
+    likelihood_iterations: int | None = Field(
+        default=None,
+        description="iterations of the Poisson-likelihood finish of the object, the probe held "
+        "(0: none); unset: the engine's default [epie]",
+    )
     device: Literal[DEVICES] = Field(  # type: ignore[valid-type]
         default="auto",
         description="where the engine runs (auto: the job's GPU if it has one) [batched]",

@@ -32,7 +32,7 @@ import numpy as np
 from scipy import fft
 
 from cosmic_dagster.files import atomic_path
-from cosmic_dagster.ptycho import cxi, focus, lowcount, optics, outputs, quality
+from cosmic_dagster.ptycho import cxi, focus, likelihood, lowcount, optics, outputs, quality
 from cosmic_dagster.ptycho.preview import write_preview
 
 ENGINE = "epie"
@@ -43,6 +43,14 @@ DEFAULT_PROBE_REFINE_START = 5
 #: frames it updated from last; the average weighs every frame by its light (measured in
 #: ``docs/reconstruction-quality.md``, "An averaged object to finish"). 20 do what 50 do.
 DEFAULT_AVERAGE_ITERATIONS = 20
+#: L-BFGS iterations of the Poisson-likelihood finish of the object (:mod:`likelihood`).
+DEFAULT_LIKELIHOOD_ITERATIONS = likelihood.DEFAULT_ITERATIONS
+#: A run's probe is held to the zone plate's pupil: its far field is cut, after every sweep that
+#: refines it, to the beam's cone on the detector and this many pixels more (the object blurs the
+#: cone's edge in the mean pattern it is measured on). Without it a few frames leave the probe free
+#: to take up object structure (measured with the likelihood finish in
+#: ``docs/reconstruction-quality.md``, "A likelihood finish and a probe held to its pupil").
+PUPIL_MARGIN_PX = 1.0
 #: The averaged object keeps its value where its light is under this share of the peak.
 _AVERAGE_LIT_SHARE = 1e-3
 _TINY = np.float32(1e-12)
@@ -80,9 +88,11 @@ def reconstruct(
     seed: int = 0,
     progress: Callable[[int, float], None] | None = None,
     average_iterations: int = DEFAULT_AVERAGE_ITERATIONS,
+    likelihood_iterations: int = DEFAULT_LIKELIHOOD_ITERATIONS,
 ) -> Reconstruction:
-    """Run ePIE (random position order each iteration) on a loaded scan, then
-    ``average_iterations`` sweeps that average the object over all frames, the probe held.
+    """Run ePIE (random position order each iteration, the probe held to its pupil) on a loaded
+    scan, then ``average_iterations`` sweeps that average the object over all frames and
+    ``likelihood_iterations`` of the Poisson-likelihood finish (:mod:`likelihood`), the probe held.
 
     ``alpha``/``beta`` are the object/probe step sizes (1 is the classic ePIE); the probe is
     refined from iteration ``probe_refine_start`` (0-based; ``>= iterations`` keeps it fixed).
@@ -91,12 +101,15 @@ def reconstruct(
     per pixel under a small beam are binned (:mod:`~cosmic_dagster.ptycho.lowcount`; the factor is
     ``params["detector_binning"]``). ``fourier_error[i]`` is Σ(|Ψ| - √I)² / ΣI over the usable
     pixels of all frames (binned or not) during iteration ``i`` (before each update), the averaging
-    sweeps last. Iteration stops early once the error is not finite.
+    sweeps next, the finished model's last. Iteration stops early once the error is not finite.
     """
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
-    if average_iterations < 0:
-        raise ValueError(f"average_iterations must be >= 0, got {average_iterations}")
+    if average_iterations < 0 or likelihood_iterations < 0:
+        raise ValueError(
+            f"average_iterations and likelihood_iterations must be >= 0, got {average_iterations} and "
+            f"{likelihood_iterations}"
+        )
     if not (alpha > 0 and beta > 0):
         raise ValueError(f"alpha and beta must be > 0, got {alpha} and {beta}")
     cone = lowcount.measure_cone(scan)
@@ -106,7 +119,8 @@ def reconstruct(
         chosen = focus.fixed(probe_defocus_m)
     recon = binned_run(
         lambda s, z: _reconstruct(
-            s, iterations, probe_refine_start, alpha, beta, z, seed, progress, average_iterations
+            s, iterations, probe_refine_start, alpha, beta, z, seed, progress, average_iterations,
+            likelihood_iterations, hold_pupil=True,
         ),
         scan, chosen.defocus_m, cone,
     )  # fmt: skip
@@ -114,8 +128,9 @@ def reconstruct(
 
 
 def _trial(alpha: float, beta: float, seed: int, cone: lowcount.Cone) -> focus.Trial:
-    """A short ePIE run for the auto-focus (no averaging: the trials compare defocus values)."""
-    return binned_trial(lambda s, z, n: _reconstruct(s, n, 1, alpha, beta, z, seed, None, 0), cone)
+    """A short ePIE run for the auto-focus (no pupil, no averaging, no finish: the trials compare
+    defocus values)."""
+    return binned_trial(lambda s, z, n: _reconstruct(s, n, 1, alpha, beta, z, seed, None, 0, 0), cone)
 
 
 #: An engine run on a scan from its probe guess defocused by the given distance (0: as stored).
@@ -175,6 +190,9 @@ def _reconstruct(
     seed: int,
     progress: Callable[[int, float], None] | None,
     average_iterations: int,
+    likelihood_iterations: int,
+    *,
+    hold_pupil: bool = False,
 ) -> Reconstruction:
     frames = scan.frames
     h, w = frames.shape[1:]
@@ -186,6 +204,7 @@ def _reconstruct(
     total_counts = max(total_counts, 1e-30)
 
     probe = initial_probe(scan, defocus)
+    pupil = _pupil(scan) if hold_pupil else None
     obj = np.ones(scan.object_shape, np.complex64)
     rng = np.random.default_rng(seed)
     workspace = _Workspace(h, w)
@@ -203,9 +222,12 @@ def _reconstruct(
                 progress(iteration, history[-1])
             if not math.isfinite(history[-1]):
                 break
+            if pupil is not None and iteration >= probe_refine_start:
+                probe[...] = fft.ifft2(fft.fft2(probe, workers=1) * pupil, workers=1)
         lit = quality.illumination(probe, positions, scan.object_shape)
+        lit_region = lit >= _AVERAGE_LIT_SHARE * float(lit.max())
         if average_iterations and math.isfinite(history[-1]):
-            light = np.where(lit >= _AVERAGE_LIT_SHARE * float(lit.max()), lit, np.inf).astype(np.float32)
+            light = np.where(lit_region, lit, np.inf).astype(np.float32)
             for iteration in range(iterations, iterations + average_iterations):
                 squared = _average_sweep(obj, probe, amplitudes, good, positions.tolist(), light, workspace)
                 history.append(squared / total_counts)
@@ -213,6 +235,13 @@ def _reconstruct(
                     progress(iteration, history[-1])
                 if not math.isfinite(history[-1]):
                     break
+        if likelihood_iterations and math.isfinite(history[-1]):
+            obj, error = likelihood.refine_object(
+                obj, probe, frames, positions, lit_region, good, likelihood_iterations
+            )
+            history.append(error)
+            if progress is not None:
+                progress(iterations + average_iterations, error)
     seconds = time.perf_counter() - start
     return Reconstruction(
         object=obj,
@@ -223,6 +252,8 @@ def _reconstruct(
         params={
             "iterations": iterations,
             "average_iterations": average_iterations,
+            "likelihood_iterations": likelihood_iterations,
+            "probe_held_to_pupil": hold_pupil,
             "probe_refine_start": probe_refine_start,
             "alpha": alpha,
             "beta": beta,
@@ -231,6 +262,15 @@ def _reconstruct(
         },
         seconds=seconds,
     )
+
+
+def _pupil(scan: cxi.ScanData) -> np.ndarray:
+    """The beam's cone (:func:`lowcount.measure_cone`: the mean pattern's bright rings, bad pixels
+    left out) and :data:`PUPIL_MARGIN_PX` more, as a disc in FFT order (complex64 0/1)."""
+    h, w = scan.frames.shape[1:]
+    y, x = np.indices((h, w))
+    disc = np.hypot(y - h // 2, x - w // 2) <= lowcount.measure_cone(scan).radius_px + PUPIL_MARGIN_PX
+    return np.fft.ifftshift(disc).astype(np.complex64)
 
 
 def _fft_ordered_amplitudes(frames: np.ndarray) -> np.ndarray:
@@ -393,9 +433,10 @@ def main(
 ) -> int:
     """The job command: same outputs, summary and exit codes for every engine that plugs in here."""
     args = (parser or _epie_parser()).parse_args(argv)
-    averaging = args.average_iterations if run is None else 0  # ePIE's own sweeps, after its iterations
+    # ePIE's own sweeps after its iterations, and its finish (one entry of the error history)
+    averaging, finish = (args.average_iterations, args.likelihood_iterations) if run is None else (0, 0)
     try:
-        return _run(args, engine, run or _run_epie, averaging)
+        return _run(args, engine, run or _run_epie, averaging, finish)
     except cxi.CxiError as exc:
         print(f"error: bad input: {exc}", file=sys.stderr, flush=True)
         return _EXIT_BAD_INPUT
@@ -436,6 +477,12 @@ def _epie_parser() -> argparse.ArgumentParser:
         default=DEFAULT_AVERAGE_ITERATIONS,
         help="sweeps after the iterations that average the object over all frames, the probe held",
     )
+    parser.add_argument(
+        "--likelihood-iterations",
+        type=non_negative_int,
+        default=DEFAULT_LIKELIHOOD_ITERATIONS,
+        help="L-BFGS iterations of the Poisson-likelihood finish of the object, the probe held (0: none)",
+    )
     return parser
 
 
@@ -467,6 +514,7 @@ def _run_epie(
         seed=args.seed,
         progress=progress,
         average_iterations=args.average_iterations,
+        likelihood_iterations=args.likelihood_iterations,
     )
 
 
@@ -532,19 +580,22 @@ def _assess(
         scan, recon.object, recon.probe, recon.positions_px, recon.fourier_error, recon.illumination,
         focus_contrast=chosen.contrast, failed_runs=failed_runs,
         binning=binning if isinstance(binning := recon.params.get("detector_binning"), int) else 1,
+        rates=bool(recon.params.get("likelihood_iterations")),
     )  # fmt: skip
 
 
-def _run(args: argparse.Namespace, engine: str, run: EngineRun, averaged: int) -> int:
+def _run(args: argparse.Namespace, engine: str, run: EngineRun, averaged: int, finish: int) -> int:
     scan = cxi.load_scan(args.input)
     s = scan.summary
     print(
         f"{engine}: {Path(args.input).name}: {s.n_frames} frames of {s.frame_shape[0]}x{s.frame_shape[1]}, "
         f"{s.energy_ev:.1f} eV, object {scan.object_shape[0]}x{scan.object_shape[1]} px, "
-        f"{args.iterations} iterations" + (f" + {averaged} averaging the object" if averaged else ""),
+        f"{args.iterations} iterations"
+        + (f" + {averaged} averaging the object" if averaged else "")
+        + (f" + a likelihood finish of {finish}" if finish else ""),
         flush=True,
     )
-    planned = args.iterations + averaged
+    planned = args.iterations + averaged + (1 if finish else 0)
     every = max(1, planned // 10)
 
     def report(iteration: int, error: float) -> None:

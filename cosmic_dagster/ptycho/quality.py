@@ -145,12 +145,14 @@ def assess(
     focus_contrast: float | None = None,
     failed_runs: int = 0,
     binning: int = 1,
+    rates: bool = False,
 ) -> Assessment:
     """Measure every signal of :func:`verdict.judge` on an engine's result (any engine: object and
     probe on the scan's object grid, frames' top-left corners) and judge it, without ground truth;
     ``focus_contrast`` is the auto-focus's, where it chose the defocus; ``failed_runs`` the runs
     of this scan the verdict failed before (a pass after them is doubtful); ``binning`` the
-    detector binning the engine fitted."""
+    detector binning the engine fitted; ``rates``: its object was finished by the likelihood
+    (:func:`verdict.model_fit`)."""
     finite = bool(np.isfinite(obj).all() and np.isfinite(probe).all())
     read_noise = verdict.read_noise_estimate(scan.frames)
     if not finite:
@@ -168,7 +170,7 @@ def assess(
             beam_px=shape.beam_px,
             window_px=min(probe.shape[-2:]),
             fit=verdict.model_fit(
-                scan.frames, obj, probe, positions_px, scan.bad_pixels, read_noise, binning
+                scan.frames, obj, probe, positions_px, scan.bad_pixels, read_noise, binning, rates
             ),
             amplitude_spread=verdict.amplitude_spread(obj, lit_mask(illumination)),
             probe_coherence=shape.coherence,
@@ -194,7 +196,9 @@ def assess_output(
         history = f["fourier_error"][()].astype(float).tolist()
         illumination = f["illumination"][()]
         positions = f["positions_px"][()]
-        binning = int(json.loads(f.attrs.get("parameters", "{}")).get("detector_binning", 1))
+        parameters = json.loads(f.attrs.get("parameters", "{}"))
+    binning = int(parameters.get("detector_binning", 1))
+    rates = bool(parameters.get("likelihood_iterations"))
     finite = bool(np.isfinite(obj).all() and np.isfinite(probe).all())
     first = history[0] if history else math.nan
     final = history[-1] if history else math.nan
@@ -202,7 +206,9 @@ def assess_output(
     if truth is not None and finite:
         error = object_error(obj, truth, illumination=illumination, lit_fraction=lit_fraction)
     if scan is not None:
-        judged = assess(scan, obj, probe, positions, history, illumination, binning=binning).verdict
+        judged = assess(
+            scan, obj, probe, positions, history, illumination, binning=binning, rates=rates
+        ).verdict
     else:
         judged = verdict.judge(Signals(history, finite))
     return OutputQuality(

@@ -225,9 +225,13 @@ def model_fit(
     bad_pixels: np.ndarray | None = None,
     read_noise: float = 0.0,
     binning: int = 1,
+    rates: bool = False,
 ) -> Fit:
     """One forward pass of the final model against the frames (see :func:`_far_fields`);
-    ``binning``: the detector binning the engine fitted (:mod:`~cosmic_dagster.ptycho.lowcount`)."""
+    ``binning``: the detector binning the engine fitted (:mod:`~cosmic_dagster.ptycho.lowcount`);
+    ``rates``: the model's intensities are the counts' rates (a likelihood fit,
+    :mod:`~cosmic_dagster.ptycho.likelihood`), not amplitudes fitted to √N, so its rate balance is
+    its intensity balance."""
     sums = np.zeros(4)  # Σ(|Ψ|-a)², Σ(|Ψ(-q)|-a)², Σg(λ), Σ amplitude-fit rates
     measured = modelled = 0.0
     usable = None if bad_pixels is None else (~bad_pixels).astype(np.float32)
@@ -237,9 +241,9 @@ def model_fit(
         sums[0] += float(np.sum(weight * (model - amplitude) ** 2))
         sums[1] += float(np.sum(weight * (mirrored - amplitude) ** 2))
         sums[2] += float(np.sum(weight * poisson_sqrt_variance(model**2, read_noise)))
-        # the engine fitted the binned counts: the bias is that of their rates (a bin's read noise adds up)
-        binned = lowcount.bin_sum(np.fft.fftshift(model**2), binning)
-        sums[3] += float(np.sum(bin_share * amplitude_fit_rate(np.sqrt(binned), read_noise * binning)))
+        if not rates:  # the engine fitted the binned counts: their bias (a bin's read noise adds up)
+            binned = lowcount.bin_sum(np.fft.fftshift(model**2), binning)
+            sums[3] += float(np.sum(bin_share * amplitude_fit_rate(np.sqrt(binned), read_noise * binning)))
         measured += float(np.sum(weight * counts))
         modelled += float(np.sum(weight * model**2))
     total = max(measured, 1e-30)
@@ -247,7 +251,7 @@ def model_fit(
         fourier_error=float(min(sums[0], sums[1]) / total),
         noise_floor=float(sums[2] / total),
         intensity_balance=modelled / total,
-        rate_balance=float(sums[3] / total),
+        rate_balance=modelled / total if rates else float(sums[3] / total),
         twin=bool(sums[1] < sums[0]),
     )
 

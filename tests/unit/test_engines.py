@@ -38,9 +38,10 @@ def test_run_config_and_cli_offer_the_registered_engines() -> None:
     assert ReconstructionConfig().params() == EpieParams()
     fixed = ReconstructionConfig(engine="epie", probe_defocus_um=-20.0).params()
     assert fixed == EpieParams(probe_defocus_um=-20.0)
-    cli = _recon_config(build_parser().parse_args(["recon", "--average-iterations", "0", "NS_1_0_0"]))
-    config = cli["ops"]["scan_pipeline"]["config"]
-    assert ReconstructionConfig(**config).params() == EpieParams(average_iterations=0)
+    words = ["recon", "--average-iterations", "0", "--likelihood-iterations", "0", "NS_1_0_0"]
+    config = _recon_config(build_parser().parse_args(words))["ops"]["scan_pipeline"]["config"]
+    unfinished = EpieParams(average_iterations=0, likelihood_iterations=0)
+    assert ReconstructionConfig(**config).params() == unfinished
     args = build_parser().parse_args(["recon", "--engine", "cdtools", "NS_230216033_ccdframes_0_0"])
     assert args.engine == "cdtools"
     with pytest.raises(SystemExit):

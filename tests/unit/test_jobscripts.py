@@ -178,6 +178,7 @@ def test_rendered_script_is_valid_bash_and_runs_locally(tmp_path):
         (lambda: CdtoolsParams(probe_initialization="it's.h5"), "newlines or quotes"),
         (lambda: EpieParams(probe_defocus_um=float("inf")), "probe_defocus_um must be a finite number"),
         (lambda: EpieParams(average_iterations=-1), "average_iterations must be >= 0"),
+        (lambda: EpieParams(likelihood_iterations=-1), "likelihood_iterations must be >= 0"),
         (lambda: SlurmDirectives("als_g", "fast"), "unknown QoS 'fast'"),
         (lambda: SlurmDirectives("als g", "regular"), "account must be"),
         (lambda: SlurmDirectives(gpu_constraint="gpu;x"), "gpu_constraint is not a feature"),
@@ -240,25 +241,35 @@ def test_site_time_limit_overrides_the_engine_s():
 
 
 def test_a_parameter_added_later_keeps_existing_job_names():
-    """probe_defocus_um and average_iterations joined EpieParams later: unset, the digest is what
-    it always was."""
+    """probe_defocus_um, average_iterations and likelihood_iterations joined EpieParams later: unset,
+    the digest is what it always was."""
     legacy = {"engine": "epie", "iterations": 100, "probe_refine_start": 5, "seed": 0}
     digest = hashlib.sha256(json.dumps(legacy, sort_keys=True).encode()).hexdigest()[:8]
     assert params_digest(EpieParams()) == digest
     assert params_digest(EpieParams(probe_defocus_um=-12.0)) != digest
     assert params_digest(EpieParams(average_iterations=0)) != digest
+    assert params_digest(EpieParams(likelihood_iterations=0)) != digest
 
 
-@pytest.mark.parametrize("average_iterations", [None, 0, 7])
-def test_epie_command_is_what_the_engine_parses(average_iterations):
+@pytest.mark.parametrize(("average_iterations", "likelihood_iterations"), [(None, None), (0, 0), (7, 40)])
+def test_epie_command_is_what_the_engine_parses(average_iterations, likelihood_iterations):
     """The job's command line means to the engine what the run config said (its parser, not a
     copy of it, reads the words)."""
-    params = EpieParams(iterations=30, probe_defocus_um=-12.5, average_iterations=average_iterations)
+    params = EpieParams(
+        iterations=30,
+        probe_defocus_um=-12.5,
+        average_iterations=average_iterations,
+        likelihood_iterations=likelihood_iterations,
+    )
     words = shlex.split(params.command(input_path=CXI, workdir=WORKDIR, python="python"))
     assert words[:3] == ["python", "-m", "cosmic_dagster.ptycho.epie"]
     args = epie._epie_parser().parse_args(words[3:])
-    expected = epie.DEFAULT_AVERAGE_ITERATIONS if average_iterations is None else average_iterations
-    assert (args.iterations, args.probe_defocus_um, args.average_iterations) == (30, -12.5, expected)
+    expected = (
+        epie.DEFAULT_AVERAGE_ITERATIONS if average_iterations is None else average_iterations,
+        epie.DEFAULT_LIKELIHOOD_ITERATIONS if likelihood_iterations is None else likelihood_iterations,
+    )
+    assert (args.iterations, args.probe_defocus_um) == (30, -12.5)
+    assert (args.average_iterations, args.likelihood_iterations) == expected
 
 
 def test_job_name_is_deterministic_and_safe():

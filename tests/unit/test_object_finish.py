@@ -1,0 +1,181 @@
+"""How ePIE finishes the object on a low-dose scan: sweeps that average it over all frames, then the
+Poisson-likelihood finish (cosmic_dagster.ptycho.likelihood), the probe held to its pupil."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cosmic_dagster.ptycho import cxi, epie, likelihood, optics, quality, verdict
+from cosmic_dagster.ptycho import simulate as sim
+from cosmic_dagster.ptycho.simulate import SimulationSpec
+
+#: Benchmark seed 18, case 68: 1.6e4 photons per 64² frame with read noise; its true defocus (in the
+#: engine's convention: the patterns are mirrored).
+LOW_DOSE = SimulationSpec(
+    n_side=6, frame_size=64, step_px=9.92753192967186, jitter=0.1793510632142785,
+    energy_ev=297.44363590990235, detector_pixel_m=0.00020617988739160713,
+    defocus_m=1.737760888232945e-05, photons=16471.578740386416, seed=68, sample="particles",
+    fft_sign=-1, translation_columns=2, background=0.008042763056829305, read_noise=0.19612148157827108,
+)  # fmt: skip
+LOW_DOSE_DEFOCUS_M = -1.737760888232945e-05
+
+
+@pytest.fixture(scope="module")
+def low_dose(tmp_path_factory: pytest.TempPathFactory) -> cxi.ScanData:
+    return cxi.load_scan(sim.write_scan(tmp_path_factory.mktemp("low") / "scan.cxi", LOW_DOSE))
+
+
+@pytest.fixture(scope="module")
+def unfinished(low_dose: cxi.ScanData) -> epie.Reconstruction:
+    return epie.reconstruct(low_dose, probe_defocus_m=LOW_DOSE_DEFOCUS_M, likelihood_iterations=0)
+
+
+def test_averaging_sweeps_lower_a_low_dose_object_error_and_never_raise_the_fit(
+    low_dose: cxi.ScanData,
+) -> None:
+    """The averaged sweeps are error reduction with the probe held, so none raises the Fourier
+    error, and the object, no longer shaped by the last frames alone, crosses the benchmark's 0.15."""
+    plain, averaged = (
+        epie.reconstruct(
+            low_dose, probe_defocus_m=LOW_DOSE_DEFOCUS_M, average_iterations=n, likelihood_iterations=0
+        )
+        for n in (0, epie.DEFAULT_AVERAGE_ITERATIONS)
+    )
+    n = epie.DEFAULT_ITERATIONS
+    assert averaged.fourier_error[:n] == plain.fourier_error
+    assert len(averaged.fourier_error) == n + epie.DEFAULT_AVERAGE_ITERATIONS
+    np.testing.assert_array_equal(averaged.probe, plain.probe)  # held
+    tail = averaged.fourier_error[n:]
+    assert all(later <= earlier * (1 + 1e-5) for earlier, later in itertools.pairwise(tail))
+    assert _object_error(averaged, low_dose) <= 0.15 < _object_error(plain, low_dose)
+
+
+def _object_error(recon: epie.Reconstruction, scan: cxi.ScanData) -> float:
+    assert scan.ground_truth is not None
+    return quality.object_error(recon.object, scan.ground_truth, illumination=recon.illumination)
+
+
+def _lit(recon: epie.Reconstruction) -> np.ndarray:
+    return recon.illumination >= 1e-3 * float(recon.illumination.max())
+
+
+def _fit(scan: cxi.ScanData, obj: np.ndarray, recon: epie.Reconstruction, rates: bool) -> verdict.Fit:
+    noise = verdict.read_noise_estimate(scan.frames)
+    return verdict.model_fit(scan.frames, obj, recon.probe, recon.positions_px, None, noise, rates=rates)
+
+
+def test_the_finish_keeps_the_photons_an_amplitude_fit_drops_and_improves_the_image(
+    low_dose: cxi.ScanData, unfinished: epie.Reconstruction
+) -> None:
+    """At about a photon per pixel ePIE's amplitude fit holds ~0.95 of the measured photons (it fits
+    E[√N] ≈ λ where counts are 0 or 1); the likelihood's model holds them all, and the image is
+    nearer the truth."""
+    refined, error = likelihood.refine_object(
+        unfinished.object, unfinished.probe, low_dose.frames, unfinished.positions_px, _lit(unfinished)
+    )
+    before, after = (
+        _fit(low_dose, unfinished.object, unfinished, False),
+        _fit(low_dose, refined, unfinished, True),
+    )
+    assert before.intensity_balance < 0.96 and 0.98 < after.intensity_balance < 1.02
+    assert error == pytest.approx(after.fourier_error, rel=1e-3)  # the engine's history counts it so
+    assert (
+        _object_error(replace(unfinished, object=refined), low_dose)
+        < _object_error(unfinished, low_dose) - 0.005
+    )
+
+
+def test_the_finish_moves_only_lit_pixels(low_dose: cxi.ScanData, unfinished: epie.Reconstruction) -> None:
+    lit = _lit(unfinished)
+    lit[: lit.shape[0] // 2] = False  # pretend the upper half was never lit
+    refined, _ = likelihood.refine_object(
+        unfinished.object, unfinished.probe, low_dose.frames, unfinished.positions_px, lit, iterations=5
+    )
+    np.testing.assert_array_equal(refined[~lit], unfinished.object[~lit])
+    assert not np.array_equal(refined[lit], unfinished.object[lit])
+
+
+def test_counts_under_half_a_photon_are_read_noise(
+    low_dose: cxi.ScanData, unfinished: epie.Reconstruction
+) -> None:
+    """Dark subtraction leaves ±0.4 photon of noise where no photon landed; the finish reads it as
+    no photon at all."""
+    counts = np.rint(np.maximum(low_dose.frames, 0))
+    noise = np.random.default_rng(0).uniform(-0.45, 0.45, counts.shape) * (counts == 0)
+    args = (unfinished.positions_px, _lit(unfinished), None, 5)
+    clean, _ = likelihood.refine_object(unfinished.object, unfinished.probe, counts, *args)
+    noisy, _ = likelihood.refine_object(unfinished.object, unfinished.probe, counts + noise, *args)
+    np.testing.assert_allclose(noisy, clean, atol=1e-6)
+
+
+def test_the_minimiser_finds_a_quadratics_minimum_whatever_its_scaling() -> None:
+    """L-BFGS over complex arrays: Σ c|x - t|², with curvatures c over six orders of magnitude
+    and the preconditioner only roughly right."""
+    rng = np.random.default_rng(1)
+    target = (rng.standard_normal((16, 16)) + 1j * rng.standard_normal((16, 16))).astype(np.complex64)
+    curvature = (10 ** rng.uniform(-3, 3, (16, 16))).astype(np.float32)
+
+    def cost(x: np.ndarray) -> tuple[float, np.ndarray]:
+        return float(np.sum(curvature * np.abs(x - target) ** 2)), 2 * curvature * (x - target)
+
+    rough = (1 / (2 * curvature * rng.uniform(0.3, 3, curvature.shape))).astype(np.float32)
+    found = likelihood._minimise(cost, np.zeros_like(target), rough, 200)
+    np.testing.assert_allclose(found, target, atol=1e-3)
+
+
+def test_a_likelihood_fit_is_judged_on_its_own_rates(
+    low_dose: cxi.ScanData, unfinished: epie.Reconstruction
+) -> None:
+    """An amplitude fit's photons are judged with its low-count bias undone; a likelihood fit has
+    none, so its rate balance is its intensity balance."""
+    amplitude, rates = (_fit(low_dose, unfinished.object, unfinished, r) for r in (False, True))
+    assert rates.rate_balance == rates.intensity_balance == amplitude.intensity_balance
+    assert amplitude.rate_balance > amplitude.intensity_balance + 0.03
+
+
+def test_the_engine_finishes_with_the_likelihood_and_holds_its_probe_to_the_pupil(
+    low_dose: cxi.ScanData, unfinished: epie.Reconstruction
+) -> None:
+    finished = epie.reconstruct(low_dose, probe_defocus_m=LOW_DOSE_DEFOCUS_M)
+    n = epie.DEFAULT_ITERATIONS + epie.DEFAULT_AVERAGE_ITERATIONS
+    assert finished.fourier_error[:n] == unfinished.fourier_error and len(finished.fourier_error) == n + 1
+    assert finished.params["likelihood_iterations"] == epie.DEFAULT_LIKELIHOOD_ITERATIONS
+    outside = epie._pupil(low_dose).real == 0
+    far = np.abs(np.fft.fft2(finished.probe))
+    assert outside.any() and float(far[outside].max()) < 1e-4 * float(far.max())
+    judged = quality.assess(
+        low_dose, finished.object, finished.probe, finished.positions_px, finished.fourier_error,
+        finished.illumination, rates=True,
+    )  # fmt: skip
+    assert judged.verdict.ok, judged.verdict.reason
+
+
+def test_a_finish_without_light_or_iterations_changes_nothing(
+    low_dose: cxi.ScanData, unfinished: epie.Reconstruction
+) -> None:
+    for lit, iterations in ((np.zeros_like(_lit(unfinished)), 60), (_lit(unfinished), 0)):
+        refined, error = likelihood.refine_object(
+            unfinished.object, unfinished.probe, low_dose.frames, unfinished.positions_px, lit,
+            iterations=iterations,
+        )  # fmt: skip
+        np.testing.assert_array_equal(refined, unfinished.object)
+        assert error == pytest.approx(
+            _fit(low_dose, unfinished.object, unfinished, True).fourier_error, rel=1e-3
+        )
+
+
+def test_the_pupil_is_the_beams_cone_whatever_pixels_the_detector_lost(tmp_path: Path) -> None:
+    """The mean pattern is dark on bad pixels and on a dead column; a pupil cut where it is dark
+    would cut the beam's cone and leave a model that cannot fit the data (a first version did)."""
+    spec = dataclasses.replace(SimulationSpec.tiny(), bad_pixel_fraction=0.01)  # a dead column too
+    scan = cxi.load_scan(sim.write_scan(tmp_path / "scan.cxi", spec))
+    assert scan.bad_pixels is not None and scan.bad_pixels.all(axis=0).any()
+    pupil = np.fft.fftshift(epie._pupil(scan).real > 0)
+    cone = optics.zone_plate_pupil(spec.frame_size, spec.pupil_radius_px, 0.0) > 0
+    assert pupil[cone].all() and pupil.sum() <= 1.3 * cone.sum()
