@@ -5,8 +5,8 @@ ePIE minimises Σ(|Ψ| - √N)², whose minimum at about a photon per pixel or l
 Σ λ - N log λ (λ = |Ψ|², the model's rate) has no such bias. Dark-subtracted frames also carry
 read noise that a photon counter would not: counts under :data:`ZERO_BELOW` are read as none, and
 the model's rate is floored at :data:`RATE_FLOOR` so that a stray count cannot pull a dark pixel
-to infinite cost. The object moves by L-BFGS over the lit region, preconditioned by its light. Measured in
-``docs/reconstruction-quality.md``, "A likelihood finish and a probe held to its pupil".
+to infinite cost. The object moves by L-BFGS over the lit region, preconditioned by its light.
+Measured in ``docs/reconstruction-quality.md``, "A likelihood finish and a probe held to its pupil".
 """
 
 from __future__ import annotations
@@ -48,12 +48,12 @@ def refine_object(
     its Fourier error Σ(|Ψ| - √I)² / ΣI over the usable pixels (``good``: usable pixels in FFT
     order, None for all), as the engine's history counts it."""
     h, w = frames.shape[1:]
-    measured = np.maximum(np.fft.ifftshift(frames, axes=(-2, -1)).astype(np.float32), 0)
-    counts = np.where(measured < ZERO_BELOW, np.float32(0), measured)
+    counts = np.fft.ifftshift(frames, axes=(-2, -1)).astype(np.float32)
+    counts[counts < ZERO_BELOW] = 0
     weight = np.ones((h, w), np.float32) if good is None else good.astype(np.float32)
     corners = np.asarray(positions_px).tolist()
     if iterations < 1 or not lit.any():
-        return obj, _fourier_error(obj, probe, measured, weight, corners)
+        return obj, _fourier_error(obj, probe, frames, weight, corners)
     conjugate = np.conjugate(probe)
     scale = np.float32(1 / (h * w))
     chunks = np.array_split(np.arange(len(corners)), -(-len(corners) // max(1, _CHUNK_PIXELS // (h * w))))
@@ -86,7 +86,7 @@ def refine_object(
         return total, gradient
 
     refined = _minimise(cost, obj.astype(np.complex64), inverse_curvature, iterations)
-    return refined, _fourier_error(refined, probe, measured, weight, corners)
+    return refined, _fourier_error(refined, probe, frames, weight, corners)
 
 
 def _minimise(
@@ -148,19 +148,15 @@ def _dot(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.vdot(a, b).real)
 
 
-def _complex(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """The complex image whose real and imaginary parts ``x`` holds one after the other."""
-    half = x.size // 2
-    return (x[:half] + 1j * x[half:]).reshape(shape)
-
-
 def _fourier_error(
-    obj: np.ndarray, probe: np.ndarray, counts: np.ndarray, weight: np.ndarray, corners: list[list[int]]
+    obj: np.ndarray, probe: np.ndarray, frames: np.ndarray, weight: np.ndarray, corners: list[list[int]]
 ) -> float:
+    """Σ(|Ψ| - √I)² / ΣI over the usable pixels, negative counts as none (as ePIE's history)."""
     h, w = probe.shape
     squared = total = 0.0
     for k, (y, x) in enumerate(corners):
         model = np.abs(fft.fft2(probe * obj[y : y + h, x : x + w], workers=1)) / np.float32(np.sqrt(h * w))
-        squared += float(np.sum(weight * (model - np.sqrt(counts[k])) ** 2))
-        total += float(np.sum(weight * counts[k]))
+        counts = np.maximum(np.fft.ifftshift(frames[k]), 0)
+        squared += float(np.sum(weight * (model - np.sqrt(counts)) ** 2))
+        total += float(np.sum(weight * counts))
     return squared / max(total, 1e-30)
