@@ -252,7 +252,7 @@ def _reconstruct(
         params={
             "iterations": iterations,
             "average_iterations": average_iterations,
-            "likelihood_iterations": likelihood_iterations,
+            likelihood.PARAMETER: likelihood_iterations,
             "probe_held_to_pupil": hold_pupil,
             "probe_refine_start": probe_refine_start,
             "alpha": alpha,
@@ -580,7 +580,7 @@ def _assess(
         scan, recon.object, recon.probe, recon.positions_px, recon.fourier_error, recon.illumination,
         focus_contrast=chosen.contrast, failed_runs=failed_runs,
         binning=binning if isinstance(binning := recon.params.get("detector_binning"), int) else 1,
-        rates=bool(recon.params.get("likelihood_iterations")),
+        rates=likelihood.finished(recon.params),
     )  # fmt: skip
 
 

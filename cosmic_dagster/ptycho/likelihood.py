@@ -11,13 +11,15 @@ Measured in ``docs/reconstruction-quality.md``, "A likelihood finish and a probe
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 from scipy import fft
 
 #: L-BFGS iterations of the finish (each costs one forward and one back transform per frame).
 DEFAULT_ITERATIONS = 60
+#: The engine parameter (recorded in its output) that says how many iterations finished the object.
+PARAMETER = "likelihood_iterations"
 #: Counts (photons) under this are read noise, not photons.
 ZERO_BELOW = 0.5
 #: The least rate (photons per pixel) the model is given.
@@ -32,6 +34,12 @@ _ARMIJO = 1e-4
 _SHORTEST_STEP = 1 / 64
 #: The minimisation ends once a step lowers the cost by less than this share of it.
 _CONVERGED = 1e-7
+
+
+def finished(parameters: Mapping[str, object]) -> bool:
+    """Whether an engine's recorded parameters say the likelihood finished its object: its model's
+    intensities are then the counts' rates, not amplitudes fitted to √N."""
+    return bool(parameters.get(PARAMETER))
 
 
 def refine_object(

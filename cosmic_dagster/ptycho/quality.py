@@ -18,7 +18,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from cosmic_dagster.ptycho import cxi, verdict
+from cosmic_dagster.ptycho import cxi, likelihood, verdict
 from cosmic_dagster.ptycho.verdict import Signals, Verdict
 
 #: Fraction of the peak exposure above which the object counts as well lit.
@@ -198,7 +198,6 @@ def assess_output(
         positions = f["positions_px"][()]
         parameters = json.loads(f.attrs.get("parameters", "{}"))
     binning = int(parameters.get("detector_binning", 1))
-    rates = bool(parameters.get("likelihood_iterations"))
     finite = bool(np.isfinite(obj).all() and np.isfinite(probe).all())
     first = history[0] if history else math.nan
     final = history[-1] if history else math.nan
@@ -207,7 +206,14 @@ def assess_output(
         error = object_error(obj, truth, illumination=illumination, lit_fraction=lit_fraction)
     if scan is not None:
         judged = assess(
-            scan, obj, probe, positions, history, illumination, binning=binning, rates=rates
+            scan,
+            obj,
+            probe,
+            positions,
+            history,
+            illumination,
+            binning=binning,
+            rates=likelihood.finished(parameters),
         ).verdict
     else:
         judged = verdict.judge(Signals(history, finite))

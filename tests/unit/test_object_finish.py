@@ -179,3 +179,20 @@ def test_the_pupil_is_the_beams_cone_whatever_pixels_the_detector_lost(tmp_path:
     pupil = np.fft.fftshift(epie._pupil(scan).real > 0)
     cone = optics.zone_plate_pupil(spec.frame_size, spec.pupil_radius_px, 0.0) > 0
     assert pupil[cone].all() and pupil.sum() <= 1.3 * cone.sum()
+
+
+def test_a_finished_output_is_judged_as_a_likelihood_fit_when_read_back(
+    low_dose: cxi.ScanData, tmp_path: Path
+) -> None:
+    """The asset check re-reads the engine's output: it must judge the photons as the job did."""
+    finished = epie.reconstruct(low_dose, probe_defocus_m=LOW_DOSE_DEFOCUS_M, likelihood_iterations=10)
+    path = epie.write_output(tmp_path / "out.h5", finished)
+    as_rates, as_amplitudes = (
+        quality.assess(
+            low_dose, finished.object, finished.probe, finished.positions_px, finished.fourier_error,
+            finished.illumination, rates=rates,
+        ).verdict
+        for rates in (True, False)
+    )  # fmt: skip
+    assert as_rates != as_amplitudes  # the two readings differ on this scan ...
+    assert quality.assess_output(path, scan=low_dose).verdict == as_rates  # ... and the output says which
