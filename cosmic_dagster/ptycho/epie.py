@@ -237,7 +237,7 @@ def _reconstruct(
                     break
         if likelihood_iterations and math.isfinite(history[-1]):
             obj, error = likelihood.refine_object(
-                obj, probe, frames, positions, lit_region, good, likelihood_iterations
+                obj, probe, frames, positions, lit, lit_region, good, likelihood_iterations
             )
             history.append(error)
             if progress is not None:

@@ -47,6 +47,7 @@ def refine_object(
     probe: np.ndarray,
     frames: np.ndarray,
     positions_px: np.ndarray,
+    light: np.ndarray,
     lit: np.ndarray,
     good: np.ndarray | None = None,
     iterations: int = DEFAULT_ITERATIONS,
@@ -54,7 +55,8 @@ def refine_object(
     """The object (complex64, changed only where ``lit``) that maximises the Poisson likelihood of
     ``frames`` (photon counts, centred, as stored) with ``probe`` held, started from ``obj``; and
     its Fourier error Σ(|Ψ| - √I)² / ΣI over the usable pixels (``good``: usable pixels in FFT
-    order, None for all), as the engine's history counts it."""
+    order, None for all), as the engine's history counts it. ``light`` is the probe's summed
+    intensity on the object grid (:func:`quality.illumination`, which the engine has in hand)."""
     h, w = frames.shape[1:]
     counts = np.fft.ifftshift(frames, axes=(-2, -1)).astype(np.float32)
     counts[counts < ZERO_BELOW] = 0
@@ -65,9 +67,6 @@ def refine_object(
     conjugate = np.conjugate(probe)
     scale = np.float32(1 / (h * w))
     chunks = np.array_split(np.arange(len(corners)), -(-len(corners) // max(1, _CHUNK_PIXELS // (h * w))))
-    light = np.zeros(obj.shape, np.float32)
-    for y, x in corners:
-        light[y : y + h, x : x + w] += np.abs(probe) ** 2
     # Newton's step for one pixel is about g / 4Σ|P|² (the cost's curvature there is 2Σ|P|²)
     inverse_curvature = np.where(lit, 1 / (4 * np.maximum(light, _TINY_LIGHT * float(light.max()))), 0)
 

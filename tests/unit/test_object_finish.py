@@ -65,6 +65,19 @@ def _lit(recon: epie.Reconstruction) -> np.ndarray:
     return recon.illumination >= 1e-3 * float(recon.illumination.max())
 
 
+def _finish(
+    recon: epie.Reconstruction,
+    frames: np.ndarray,
+    lit: np.ndarray | None = None,
+    iterations: int = likelihood.DEFAULT_ITERATIONS,
+) -> tuple[np.ndarray, float]:
+    """:func:`likelihood.refine_object` from an engine's model (over its lit region by default)."""
+    region = _lit(recon) if lit is None else lit
+    return likelihood.refine_object(
+        recon.object, recon.probe, frames, recon.positions_px, recon.illumination, region, None, iterations
+    )
+
+
 def _fit(scan: cxi.ScanData, obj: np.ndarray, recon: epie.Reconstruction, rates: bool) -> verdict.Fit:
     noise = verdict.read_noise_estimate(scan.frames)
     return verdict.model_fit(scan.frames, obj, recon.probe, recon.positions_px, None, noise, rates=rates)
@@ -76,9 +89,7 @@ def test_the_finish_keeps_the_photons_an_amplitude_fit_drops_and_improves_the_im
     """At about a photon per pixel ePIE's amplitude fit holds ~0.95 of the measured photons (it fits
     E[√N] ≈ λ where counts are 0 or 1); the likelihood's model holds them all, and the image is
     nearer the truth."""
-    refined, error = likelihood.refine_object(
-        unfinished.object, unfinished.probe, low_dose.frames, unfinished.positions_px, _lit(unfinished)
-    )
+    refined, error = _finish(unfinished, low_dose.frames)
     before, after = (
         _fit(low_dose, unfinished.object, unfinished, False),
         _fit(low_dose, refined, unfinished, True),
@@ -94,9 +105,7 @@ def test_the_finish_keeps_the_photons_an_amplitude_fit_drops_and_improves_the_im
 def test_the_finish_moves_only_lit_pixels(low_dose: cxi.ScanData, unfinished: epie.Reconstruction) -> None:
     lit = _lit(unfinished)
     lit[: lit.shape[0] // 2] = False  # pretend the upper half was never lit
-    refined, _ = likelihood.refine_object(
-        unfinished.object, unfinished.probe, low_dose.frames, unfinished.positions_px, lit, iterations=5
-    )
+    refined, _ = _finish(unfinished, low_dose.frames, lit, iterations=5)
     np.testing.assert_array_equal(refined[~lit], unfinished.object[~lit])
     assert not np.array_equal(refined[lit], unfinished.object[lit])
 
@@ -108,9 +117,8 @@ def test_counts_under_half_a_photon_are_read_noise(
     no photon at all."""
     counts = np.rint(np.maximum(low_dose.frames, 0))
     noise = np.random.default_rng(0).uniform(-0.45, 0.45, counts.shape) * (counts == 0)
-    args = (unfinished.positions_px, _lit(unfinished), None, 5)
-    clean, _ = likelihood.refine_object(unfinished.object, unfinished.probe, counts, *args)
-    noisy, _ = likelihood.refine_object(unfinished.object, unfinished.probe, counts + noise, *args)
+    clean, _ = _finish(unfinished, counts, iterations=5)
+    noisy, _ = _finish(unfinished, counts + noise, iterations=5)
     np.testing.assert_allclose(noisy, clean, atol=1e-6)
 
 
@@ -160,10 +168,7 @@ def test_a_finish_without_light_or_iterations_changes_nothing(
     low_dose: cxi.ScanData, unfinished: epie.Reconstruction
 ) -> None:
     for lit, iterations in ((np.zeros_like(_lit(unfinished)), 60), (_lit(unfinished), 0)):
-        refined, error = likelihood.refine_object(
-            unfinished.object, unfinished.probe, low_dose.frames, unfinished.positions_px, lit,
-            iterations=iterations,
-        )  # fmt: skip
+        refined, error = _finish(unfinished, low_dose.frames, lit, iterations)
         np.testing.assert_array_equal(refined, unfinished.object)
         assert error == pytest.approx(
             _fit(low_dose, unfinished.object, unfinished, True).fourier_error, rel=1e-3
