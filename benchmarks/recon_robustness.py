@@ -55,7 +55,7 @@ FALSE_PASS = 0.2
 #: Overlap (1 - step / beam diameter) below which ptychography is ill-posed.
 MIN_OVERLAP = 0.5
 #: A beam narrower than this (object pixels) is nearly focused: probe and object cannot be told apart
-#: (the verdict, measuring the reconstructed probe, asks for a margin more: ``Limits.min_beam_px``).
+#: (the verdict's ``Limits.min_beam_px`` is the same, measured on the reconstructed probe).
 MIN_BEAM_PX = 8.0
 #: Well-posed beams narrower than this are where the auto-focus misjudges the magnitude (a table
 #: axis of their own; docs/reconstruction-quality.md, "What limits success now").

@@ -123,6 +123,17 @@ def test_each_failing_signal_is_named(signals: Signals, signal: str, words: str)
     assert not judged.ok and judged.signal == signal and words in judged.reason
 
 
+def test_a_beam_is_nearly_focused_under_the_benchmarks_ill_posed_rule() -> None:
+    """8 px, without a margin: right images of beams measured at 8.3-8.8 px failed only on it, and
+    the wrong images measured there failed the coverage or the fit (docs, "A beam-size limit at
+    the ill-posed rule")."""
+    clean = Signals([1, 0.01], True, _FIT, coverage=4.0, probe_coherence=0.995)
+    narrow = verdict.judge(replace(clean, beam_px=8.6))
+    assert narrow.ok and not narrow.doubtful
+    assert verdict.judge(replace(clean, beam_px=8.2)).doubtful
+    assert verdict.judge(replace(clean, beam_px=7.9)).signal == "beam_size"
+
+
 def test_the_photon_balance_is_judged_with_the_amplitude_fits_low_count_bias_undone() -> None:
     """At under a photon per pixel an amplitude fit's |Ψ|² holds 0.85-0.89 of the photons of a
     right image; the rates it implies hold them all (docs, "The photon balance of an amplitude fit")."""
