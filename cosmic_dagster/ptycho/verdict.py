@@ -75,8 +75,8 @@ class Limits:
     min_beam_px: float = 8.0
     """The beam's diameter on the sample (object pixels): a nearly focused beam leaves probe and
     object structure inseparable (and the defocus unidentifiable). The benchmark's ill-posed rule,
-    with no margin: the measure reads right images' beams of 8-9.7 px to within 0.8 px, and the
-    wrong images it read at 8-9 px failed the coverage or the fit (fresh seeds 36-40,
+    with no margin: the measure reads right images' beams of 8-10 px to a median 0.4 px, and
+    the wrong images it read at 8-9 px failed the coverage, the fit or the coherence (fresh seeds 36-40,
     ``docs/reconstruction-quality.md``, "A beam-size limit at the ill-posed rule")."""
     max_amplitude_spread: float = 8.0
     """99.9th percentile over median of the object's amplitude in the lit region (a transmission
