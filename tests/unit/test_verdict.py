@@ -125,8 +125,8 @@ def test_each_failing_signal_is_named(signals: Signals, signal: str, words: str)
 
 def test_a_beam_is_nearly_focused_under_the_benchmarks_ill_posed_rule() -> None:
     """8 px, without a margin: right images of beams measured at 8.3-8.8 px failed only on it, and
-    the wrong images measured there failed the coverage or the fit (docs, "A beam-size limit at
-    the ill-posed rule")."""
+    the wrong images measured there failed the coverage, the fit or the coherence too (docs, "A
+    beam-size limit at the ill-posed rule")."""
     clean = Signals([1, 0.01], True, _FIT, coverage=4.0, probe_coherence=0.995)
     narrow = verdict.judge(replace(clean, beam_px=8.6))
     assert narrow.ok and not narrow.doubtful
