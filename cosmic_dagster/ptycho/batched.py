@@ -87,7 +87,7 @@ def reconstruct(
     cone = lowcount.measure_cone(scan)
     if probe_defocus_m is None:
         trial = epie.binned_trial(lambda s, z, n: _reconstruct(s, n, 1, z, seed, None, settings, None), cone)
-        chosen = focus.auto_focus(scan, trial, iterations, low_count=cone.low_count)
+        chosen = focus.auto_focus(scan, trial, iterations, cone=cone)
     else:
         chosen = focus.fixed(probe_defocus_m)
     recon = epie.binned_run(

@@ -114,7 +114,7 @@ def reconstruct(
         raise ValueError(f"alpha and beta must be > 0, got {alpha} and {beta}")
     cone = lowcount.measure_cone(scan)
     if probe_defocus_m is None:
-        chosen = focus.auto_focus(scan, _trial(alpha, beta, seed, cone), iterations, low_count=cone.low_count)
+        chosen = focus.auto_focus(scan, _trial(alpha, beta, seed, cone), iterations, cone=cone)
     else:
         chosen = focus.fixed(probe_defocus_m)
     recon = binned_run(

@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from cosmic_dagster.ptycho import cxi, parallax, verdict
+from cosmic_dagster.ptycho import cxi, lowcount, parallax, verdict
 
 #: Coarse candidate magnitudes (m), COSMIC's range; each is tried with both signs.
 LADDER_M = (5e-6, 10e-6, 20e-6, 40e-6)
@@ -140,7 +140,7 @@ def auto_focus(
     trial: Trial,
     run_iterations: int,
     *,
-    low_count: bool = False,
+    cone: lowcount.Cone | None = None,
     seeds: tuple[float, ...] | None = None,
 ) -> Focus:
     """Search the defocus with short trials of ``trial`` on a patch of ``scan``, costing at most
@@ -149,9 +149,14 @@ def auto_focus(
     ``seeds`` are defocus values (m) to try besides the ladder (None: the bright-field parallax's,
     if any).
 
-    Trials are scored by the held-out frames' Fourier (amplitude) error, or with ``low_count``
-    (frames of a few photons per pixel, :mod:`~cosmic_dagster.ptycho.lowcount`) by their Poisson
-    deviance: there the amplitude error favours trials whose model lost photons.
+    Trials are scored by the held-out frames' Fourier (amplitude) error, or where ``cone`` (the
+    scan's, :func:`lowcount.measure_cone`) is :attr:`~lowcount.Cone.low_count` by their Poisson
+    deviance: there the amplitude error favours trials whose model lost photons. Where the trials
+    run binned (as :func:`lowcount.binning_factor` bins a run at their defocus, by a factor that
+    grows as the defocus shrinks) every trial is scored on the held-out frames binned by the
+    smallest coarse candidate's factor, the coarsest a ladder trial runs at: scored unbinned, a
+    less binned trial predicts each pixel of a few photons worse, and the search leant to small
+    defocus values (``docs/reconstruction-quality.md``, "Trials scored at one binning").
     """
     start = time.perf_counter()
     affordable = COST_SHARE * run_iterations * len(scan.frames) / (TRIALS * TRIAL_ITERATIONS)
@@ -159,7 +164,9 @@ def auto_focus(
     training, held_out = trial_patch(
         scan, min(TRIAL_FRAMES, math.ceil(training_frames / (1 - HELD_OUT_FRACTION)))
     )
-    held = verdict.HeldOutFrames(held_out.frames, held_out.positions_px, held_out.bad_pixels)
+    binning = 1 if cone is None else lowcount.binning_factor(scan, cone, min(LADDER_M))
+    held = verdict.HeldOutFrames(held_out.frames, held_out.positions_px, held_out.bad_pixels, binning)
+    low_count = cone is not None and cone.low_count
     predict = held.poisson_deviance if low_count else held.fourier_error
     scores: dict[float, float] = {}
 
@@ -186,9 +193,10 @@ def auto_focus(
     other = min((s for z, s in scores.items() if z * best < 0), default=math.inf)
     margin = other / scores[best] if scores[best] > 0 else math.inf
     measure = "Poisson deviance" if low_count else "Fourier error"
+    binned = f" (binned {binning}x{binning})" if binning > 1 else ""
     reason = (
         f"{best * 1e6:+.1f} µm: of {len(scores)} trial reconstructions ({origin}) on "
-        f"{len(training.frames)} frames, it predicted {len(held_out.frames)} held-out frames best "
+        f"{len(training.frames)} frames, it predicted {len(held_out.frames)} held-out frames{binned} best "
         f"({measure} {scores[best]:.3g}); the best of the other sign was {margin:.2f}x higher"
     )
     return Focus(

@@ -21,8 +21,11 @@ from cosmic_dagster.ptycho import cxi, optics
 
 #: Bin until a cone pixel holds this many photons per frame (where the amplitude bias is small) ...
 TARGET_PHOTONS_PER_PIXEL = 4.0
-#: ... while the binned field of view stays at least this many beam diameters wide ...
-MIN_WINDOW_BEAMS = 4.0
+#: ... while the binned field of view stays at least this many beam diameters wide (3, not the 4
+#: first chosen: at a photon or so per pixel twice the counts per pixel gave better images, while
+#: 2 beams wide made some worse; ``docs/reconstruction-quality.md``, "A binning window of 3 beams")
+#: ...
+MIN_WINDOW_BEAMS = 3.0
 #: ... and this many pixels.
 MIN_WINDOW_PX = 32
 #: A bin with less than this share of usable pixels is bad.
@@ -150,7 +153,7 @@ def _bin_frames(scan: cxi.ScanData, factor: int) -> cxi.ScanData:
 def bin_sum(images: np.ndarray, factor: int) -> np.ndarray:
     """Sums over ``factor`` x ``factor`` pixels of DC-centred images (last two axes), the bins
     centred on the DC pixel to half a pixel: the detector :meth:`BinnedFrames.scan` sees (float32
-    at least)."""
+    at least). Images in FFT order are binned about their DC pixel alike, and stay in FFT order."""
     h, w = images.shape[-2:]
     half = factor // 2
     rolled = np.roll(images, (half, half), axis=(-2, -1))

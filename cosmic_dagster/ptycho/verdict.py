@@ -276,50 +276,76 @@ class HeldOutFrames:
     """A few frames that many models are scored against (the auto-focus's held-out frames, once per
     trial): what depends on the counts alone is prepared once, and the sums run over the pixels
     that hold counts (a minority at low dose). Scores as :func:`model_fit`'s Fourier error and
-    :func:`poisson_deviance` do, mirrored models included."""
+    :func:`poisson_deviance` do, mirrored models included.
+
+    With ``binning`` b > 1 frames and models are compared summed over b x b detector pixels
+    (:func:`lowcount.bin_sum`, bad pixels left out of both): the auto-focus's trials run binned
+    by different factors, and a model binned less predicts each pixel of a few photons worse
+    (``docs/reconstruction-quality.md``, "Trials scored at one binning").
+    """
 
     def __init__(
-        self, frames: np.ndarray, positions_px: np.ndarray, bad_pixels: np.ndarray | None = None
+        self,
+        frames: np.ndarray,
+        positions_px: np.ndarray,
+        bad_pixels: np.ndarray | None = None,
+        binning: int = 1,
     ) -> None:
         h, w = frames.shape[1:]
         self.positions = np.rint(np.asarray(positions_px)).astype(np.int64)
-        weight = np.ones((h, w)) if bad_pixels is None else np.fft.ifftshift(~bad_pixels).astype(np.float64)
+        self.binning = binning
+        good = np.ones((h, w)) if bad_pixels is None else np.fft.ifftshift(~bad_pixels)
+        self.good = good.astype(np.float64)
+        weight = self.good if binning == 1 else (self._binned(self.good) > 0).astype(np.float64)
         self.weight = weight.ravel()
-        self.mirrored_weight = _mirror(weight).ravel()
         self.usable = float(self.weight.sum())
-        mirror = _mirror(np.arange(h * w).reshape(h, w)).ravel()
-        # Per frame: the usable pixels that hold counts, the pixels mirrored to them, their counts
-        # and the counts' square roots.
-        self.counted: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        self.mirror = _mirror(np.arange(h * w).reshape(h, w)).ravel()
+        # Per frame: the usable (binned) pixels that hold counts, their counts and the counts'
+        # square roots.
+        self.counted: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.measured = self.information = 0.0
         for frame in frames:
-            counts = np.maximum(np.fft.ifftshift(frame).astype(np.float64), 0).ravel() * self.weight
+            counts = np.maximum(np.fft.ifftshift(frame).astype(np.float64), 0) * self.good
+            counts = self._binned(counts).ravel()
             lit = np.flatnonzero(counts)
-            self.counted.append((lit, mirror[lit], counts[lit], np.sqrt(counts[lit])))
+            self.counted.append((lit, counts[lit], np.sqrt(counts[lit])))
             self.measured += float(counts.sum())
             self.information += float(np.sum(special.xlogy(counts[lit], counts[lit]) - counts[lit]))
 
     def fourier_error(self, obj: np.ndarray, probe: np.ndarray) -> float:
         """Σ(|Ψ| - √N)² / ΣN over the usable pixels, as :attr:`Fit.fourier_error`."""
         sums = np.zeros(2)
-        for model, (lit, mirrored, _, root) in zip(self._models(obj, probe), self.counted, strict=True):
-            power = model**2
-            sums[0] += self.weight @ power - 2 * (root @ model[lit])
-            sums[1] += self.mirrored_weight @ power - 2 * (root @ model[mirrored])
+        for models, (lit, _, root) in zip(self._models(obj, probe), self.counted, strict=True):
+            for k, model in enumerate(models):
+                sums[k] += self.weight @ model**2 - 2 * (root @ model[lit])
         return float((sums.min() + self.measured) / max(self.measured, 1e-30))
 
     def poisson_deviance(self, obj: np.ndarray, probe: np.ndarray) -> float:
         """:func:`poisson_deviance`: Σ λ - N + N log(N / λ) per usable pixel (λ at least
         ``_DEVIANCE_FLOOR``)."""
         sums = np.zeros(2)
-        for model, (lit, mirrored, counts, _) in zip(self._models(obj, probe), self.counted, strict=True):
-            rate = model**2 + _DEVIANCE_FLOOR
-            sums[0] += self.weight @ rate - counts @ np.log(rate[lit])
-            sums[1] += self.mirrored_weight @ rate - counts @ np.log(rate[mirrored])
+        for models, (lit, counts, _) in zip(self._models(obj, probe), self.counted, strict=True):
+            for k, model in enumerate(models):
+                rate = model**2 + _DEVIANCE_FLOOR
+                sums[k] += self.weight @ rate - counts @ np.log(rate[lit])
         return float((sums.min() + self.information) / max(len(self.counted) * self.usable, 1))
 
-    def _models(self, obj: np.ndarray, probe: np.ndarray) -> Iterator[np.ndarray]:
-        return (model.ravel() for model in _amplitudes(obj, probe, self.positions))
+    def _models(self, obj: np.ndarray, probe: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Per frame, the model's amplitude on the scored pixels, as is and mirrored (a binned model
+        is mirrored before binning: the bins are not symmetric about the DC pixel)."""
+        for model in _amplitudes(obj, probe, self.positions):
+            if self.binning == 1:
+                flat = model.ravel()
+                yield flat, flat[self.mirror]
+            else:
+                power = model**2
+                yield self._binned_amplitude(power), self._binned_amplitude(_mirror(power))
+
+    def _binned_amplitude(self, power: np.ndarray) -> np.ndarray:
+        return np.sqrt(self._binned(power * self.good)).ravel()
+
+    def _binned(self, image: np.ndarray) -> np.ndarray:
+        return image if self.binning == 1 else lowcount.bin_sum(image, self.binning)
 
 
 def _mirror(field: np.ndarray) -> np.ndarray:

@@ -130,11 +130,16 @@ def _amplitude_fit(scan: cxi.ScanData, defocus_m: float | None) -> epie.Reconstr
     return epie.reconstruct(scan, probe_defocus_m=defocus_m, likelihood_iterations=0)
 
 
-def test_a_pass_whose_model_lost_photons_is_repeated_and_a_clean_rerun_kept(tmp_path: Path) -> None:
+def test_a_pass_whose_model_lost_photons_is_repeated_and_a_clean_rerun_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Benchmark seed 17, case 27 (2e4 photons per 128² frame), by an amplitude fit (ePIE without
     its likelihood finish; the batched engine): the run from the search's 20 µm passes on the rates
     its model implies, but its own intensity holds 0.88 of the photons, as a too wide probe's does;
-    the run from half that holds them and is the better image."""
+    the run from half that holds them and is the better image. Binned as it was when measured (a
+    window of 4 beams): the window of 3 bins it twice as far, and its first run then keeps its
+    photons and is kept."""
+    monkeypatch.setattr(lowcount, "MIN_WINDOW_BEAMS", 4.0)
     scan = _low_count_scan(tmp_path, SimulationSpec(
         n_side=4, frame_size=128, step_px=5.3046535802100045, jitter=0.10772481331660105,
         energy_ev=1278.7247849088035, detector_pixel_m=3.4473773997800944e-05,
@@ -192,3 +197,22 @@ def test_the_job_command_records_each_run_and_doubts_the_rerun(narrow_path: Path
     assert len(runs) >= 2 and runs[0]["verdict_signal"] and runs[-1]["verdict_signal"] == ""
     assert summary["parameters"]["probe_defocus_m"] * 1e6 == pytest.approx(runs[-1]["probe_defocus_um"])
     assert summary["quality"]["failed_runs"] == len(runs) - 1 and summary["probe_focus"]["rerun_seconds"] > 0
+
+
+def test_trials_run_at_different_binnings_are_scored_on_frames_binned_alike(tmp_path: Path) -> None:
+    """Benchmark seed 36, case 41 (1.5e4 photons per 128² frame, a 64 px beam at -37 µm): the
+    trials at ±5 and ±7.1 µm run 2x2 binned, the rest unbinned. Scored on the unbinned held-out
+    frames the binned ones predicted best and the search chose +7.1 µm (a wrong image); scored
+    on the held-out frames binned 2x2, the trials' valley is at the truth."""
+    scan = _low_count_scan(tmp_path, SimulationSpec(
+        n_side=4, frame_size=128, step_px=14.083511902055756, jitter=0.27773286740951003,
+        energy_ev=417.63974297978785, detector_pixel_m=7.339492474310389e-05,
+        defocus_m=-3.7055528208935036e-05, photons=14546.657138281938, seed=41, sample="cells",
+        translation_columns=3, bad_pixel_fraction=0.01, dark_frames=20, read_noise=0.19883949221202707,
+    ))  # fmt: skip
+    cone = lowcount.measure_cone(scan)
+    assert cone.low_count and lowcount.binning_factor(scan, cone, 5e-6) == 2
+    assert lowcount.binning_factor(scan, cone, 20e-6) == 1
+    chosen = focus.auto_focus(scan, epie._trial(1.0, 1.0, 0, cone), epie.DEFAULT_ITERATIONS, cone=cone)
+    assert 2**-0.5 <= chosen.defocus_m / -37.1e-6 <= 2**0.5, chosen.reason
+    assert "held-out frames (binned 2x2) best (Poisson deviance" in chosen.reason

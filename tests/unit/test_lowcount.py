@@ -90,9 +90,12 @@ def test_binning_only_where_counts_are_low_and_the_beam_is_small(
     assert cone.low_count and cone.photons_per_px < 2
     beam = lowcount.beam_diameter_px(low_count, cone, LOW_COUNT.defocus_m or 0)
     assert LOW_COUNT.beam_diameter_px < beam < LOW_COUNT.beam_diameter_px + 8  # plus the focal spot
-    # 2 x 2 (128 px field of view, 6 beams wide), not the 4 x 4 the counts ask for (3 beams)
-    assert lowcount.binning_factor(low_count, cone, 19.6e-6) == 2
-    assert lowcount.binning_factor(low_count, cone, 60e-6) == 1  # a 50 px beam needs the whole frame
+    # The 4 x 4 the counts ask for (a 64 px field of view, 3.1 beams wide) ...
+    assert lowcount.binning_factor(low_count, cone, 19.6e-6) == 4
+    # ... but 2 x 2 for a 25 px beam (64 px would hold 2.6 beams, 128 px hold 5) ...
+    assert lowcount.binning_factor(low_count, cone, 25e-6) == 2
+    # ... and none for a 54 px beam (2.4 beams in 128 px)
+    assert lowcount.binning_factor(low_count, cone, 60e-6) == 1
 
 
 def test_the_poisson_deviance_is_not_fooled_by_a_model_that_lost_photons() -> None:

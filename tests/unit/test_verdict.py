@@ -91,6 +91,49 @@ def test_held_out_frames_score_as_the_fit_and_the_deviance_do(mirrored: bool, ph
     expected = min(deviances) / (len(frames) * good.sum())
     assert held.poisson_deviance(obj, probe) == pytest.approx(expected, rel=1e-9)
     assert (deviances[1] < deviances[0]) == mirrored
+
+
+def _binned_by_two(image: np.ndarray) -> np.ndarray:
+    """A DC-centred 16 x 16 image summed over 2 x 2 bins centred on the DC pixel (8, 8) to half a
+    pixel: bin k holds pixels 2k - 1 and 2k of each axis (cyclically)."""
+    bins = (np.arange(16) + 1) // 2 % 8
+    out = np.zeros((8, 8))
+    np.add.at(out, (bins[:, None], bins[None, :]), image)
+    return out
+
+
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_held_out_frames_binned_score_summed_counts_against_summed_model_power(mirrored: bool) -> None:
+    """The auto-focus compares trials run at different binnings on frames binned alike: the counts
+    and the model's power are summed over the same bins (bad pixels left out of both), the
+    mirrored model mirrored before it is binned."""
+    frames, obj, probe, positions = _scene()
+    rng = np.random.default_rng(3)
+    frames = rng.poisson(frames / 100).astype(np.float32)  # a few photons per pixel
+    probe = probe * np.float32(0.1)
+    if mirrored:
+        frames = np.roll(frames[:, ::-1, ::-1], 1, axis=(1, 2))
+    bad = rng.random(probe.shape) < 0.05
+    good = ~bad
+    held = verdict.HeldOutFrames(frames, positions, bad, binning=2)
+    waves = [probe * obj[y : y + 16, x : x + 16] for y, x in positions]
+    powers = [np.abs(np.fft.fftshift(fft.fft2(wave, norm="ortho"))).astype(np.float64) ** 2 for wave in waves]
+    counts = [_binned_by_two(np.maximum(frame, 0) * good) for frame in frames]
+    usable = _binned_by_two(good.astype(np.float64)) > 0
+    deviances, errors = [], []
+    for models in (powers, [np.roll(p[::-1, ::-1], 1, axis=(0, 1)) for p in powers]):
+        rates = [_binned_by_two(p * good) for p in models]
+        deviances.append(sum(
+            np.sum((r + 1e-2 + special.xlogy(n, n) - n - special.xlogy(n, r + 1e-2))[usable])
+            for r, n in zip(rates, counts, strict=True)
+        ))  # fmt: skip
+        misses = [(np.sqrt(r) - np.sqrt(n))[usable] for r, n in zip(rates, counts, strict=True)]
+        errors.append(sum(np.sum(miss**2) for miss in misses))
+    measured = sum(float(n[usable].sum()) for n in counts)
+    per_pixel = min(deviances) / (len(frames) * usable.sum())
+    assert held.poisson_deviance(obj, probe) == pytest.approx(per_pixel, rel=1e-9)
+    assert held.fourier_error(obj, probe) == pytest.approx(min(errors) / measured, rel=1e-9)
+    assert (deviances[1] < deviances[0]) == mirrored
     assert (deviances[1] < deviances[0]) == mirrored
 
 
