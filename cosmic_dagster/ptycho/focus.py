@@ -154,7 +154,7 @@ def auto_focus(
     deviance: there the amplitude error favours trials whose model lost photons. Where the trials
     run binned (as :func:`lowcount.binning_factor` bins a run at their defocus, by a factor that
     grows as the defocus shrinks) every trial is scored on the held-out frames binned by the
-    smallest coarse candidate's factor, the coarsest a ladder trial runs at: scored unbinned, a
+    smallest coarse candidate's factor, the coarsest the coarse ladder runs at: scored unbinned, a
     less binned trial predicts each pixel of a few photons worse, and the search leant to small
     defocus values (``docs/reconstruction-quality.md``, "Trials scored at one binning").
     """
