@@ -296,8 +296,7 @@ class HeldOutFrames:
         self.binning = binning
         good = np.ones((h, w)) if bad_pixels is None else np.fft.ifftshift(~bad_pixels)
         self.good = good.astype(np.float64)
-        weight = self.good if binning == 1 else (self._binned(self.good) > 0).astype(np.float64)
-        self.weight = weight.ravel()
+        self.weight = (self._binned(self.good) > 0).astype(np.float64).ravel()  # the (binned) usable pixels
         self.usable = float(self.weight.sum())
         self.mirror = _mirror(np.arange(h * w).reshape(h, w)).ravel()
         # Per frame: the usable (binned) pixels that hold counts, their counts and the counts'
