@@ -68,6 +68,16 @@ class Limits:
     """The photons the model implies / measured photons (over usable pixels,
     :attr:`Fit.rate_balance`) must lie in this range (below it the engine has dropped the weak
     scattering that carries the fine detail)."""
+    max_read_noise_share: float = 0.5
+    """The share of the counts the model implies that is read noise, not photons
+    (:attr:`Fit.read_noise_share`), may be at most this: beyond it the frames hold more noise than
+    photons, and neither the fit nor the photon balance tells a right image from a wrong one (a
+    960² scan at 0.03 photon a pixel, wrong at 0.42, passed every other limit:
+    ``docs/reconstruction-quality.md``, "The read noise in a likelihood model's photon balance")."""
+    doubt_read_noise_share: float = 0.2
+    """... and a pass whose counts are more than this share read noise is doubtful: the 960² scan
+    39:109 of the benchmark, wrong at 0.30, passed every limit with 23 % of its counts read noise
+    (``docs/reconstruction-quality.md``, "The read noise in a likelihood model's photon balance")."""
     min_coverage: float = 2.5
     """Frames covering each scanned pixel, on average (neighbouring positions must overlap)."""
     min_dose: float = 40.0
@@ -115,13 +125,19 @@ class Fit:
     fourier_error: float
     noise_floor: float
     intensity_balance: float
-    """Σ model intensity / Σ measured intensity over usable pixels."""
+    """Σ model intensity / Σ measured intensity over usable pixels (a likelihood model's: as its
+    :attr:`rate_balance`, since its intensities are the rates)."""
     rate_balance: float
-    """Σ λ / Σ measured, λ the rate each model amplitude implies for an amplitude fit
-    (:func:`amplitude_fit_rate`, per detector bin of the engine's binning): the intensity balance
-    with the low-count bias of amplitude engines undone, what the verdict judges."""
+    """Σ the counts the model implies / Σ measured, what the verdict judges. For an amplitude fit
+    the rate each model amplitude implies (:func:`amplitude_fit_rate`, per detector bin of the
+    engine's binning), its low-count bias undone; for a likelihood model its rates with the read
+    noise that dark-subtracted frames keep where it is positive (:func:`clipped_counts_mean`)."""
     twin: bool = False
     """True if the model matches the data only mirrored (an engine with the opposite FFT sign)."""
+    read_noise_share: float = 0.0
+    """Of the counts the model's intensities imply as the frames hold them
+    (:func:`clipped_counts_mean`), the share that is read noise kept where positive, not photons
+    (0 where the frames were not dark-subtracted)."""
 
     @property
     def error_to_floor(self) -> float:
@@ -173,7 +189,7 @@ def poisson_sqrt_variance(counts: np.ndarray, read_noise: float = 0.0) -> np.nda
     """g(λ) = E[(√max(N + ε, 0) - √λ)²] for N ~ Poisson(λ) and Gaussian read noise ε of rms
     ``read_noise`` (photons), elementwise (without read noise: 0 at λ = 0, ~0.45 at 1, 1/4 at ∞)."""
     sigma = round(float(read_noise), 2)
-    grid, (values, _) = _root_tables(sigma)
+    grid, (values, _, _) = _root_tables(sigma)
     lam = np.maximum(np.asarray(counts, np.float64), 0)
     at_zero = values[0] if sigma > 0 else 0.0
     small = np.interp(np.log(np.maximum(lam, grid[0])), np.log(grid), values)
@@ -194,26 +210,45 @@ def read_noise_estimate(frames: np.ndarray) -> float:
 
 @functools.cache
 def _root_tables(sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    """Over a grid of λ: g(λ) (:func:`poisson_sqrt_variance`) and E[√max(N + ε, 0)]."""
+    """Over a grid of λ: g(λ) (:func:`poisson_sqrt_variance`), E[√max(N + ε, 0)] and
+    E[max(N + ε, 0)] - λ (:func:`clipped_counts_mean`)."""
     grid = np.geomspace(1e-6, _ASYMPTOTIC_COUNTS, 240)
     n = np.arange(0, int(_ASYMPTOTIC_COUNTS * 3) + 100, dtype=np.float64)
     log_pmf = n[None, :] * np.log(grid[:, None]) - grid[:, None] - special.gammaln(n + 1)[None, :]
     pmf = np.exp(log_pmf)
     nodes, weights = np.polynomial.hermite_e.hermegauss(24 if sigma > 0 else 1)
     weights = weights / weights.sum()
-    values = np.zeros((2, len(grid)))
+    values = np.zeros((3, len(grid)))
     for t, weight in zip(nodes * sigma, weights, strict=True):
         root = np.sqrt(np.maximum(n + t, 0))
         values[0] += weight * np.sum(pmf * (root[None, :] - np.sqrt(grid)[:, None]) ** 2, axis=1)
         values[1] += weight * (pmf @ root)
+    if sigma > 0:  # E[max(n + ε, 0)] - n = s φ(n/s) - n Φ(-n/s) for rms s, exactly
+        values[2] = pmf @ (
+            sigma * np.exp(-0.5 * (n / sigma) ** 2) / math.sqrt(2 * math.pi) - n * special.ndtr(-n / sigma)
+        )
     return grid, values
+
+
+def clipped_counts_mean(rate: np.ndarray, read_noise: float = 0.0) -> np.ndarray:
+    """E[max(N + ε, 0)] for N ~ Poisson(λ) and Gaussian read noise ε of rms ``read_noise``
+    (photons), elementwise: what a pixel of dark-subtracted frames holds on average once its
+    negative counts are read as none, as :func:`model_fit` reads them. Above λ by the read noise
+    kept where it is positive (rms/√(2π) at λ = 0): on a 256² frame at 0.2 photon rms some 5,000
+    counts that are not photons, half a 10⁴-photon frame."""
+    sigma = round(float(read_noise), 2)
+    lam = np.maximum(np.asarray(rate, np.float64), 0)
+    if sigma == 0:
+        return lam
+    grid, (_, _, excess) = _root_tables(sigma)
+    return lam + np.interp(lam, grid, excess)  # flat below the grid; ~0 above it (λ ≫ rms)
 
 
 def amplitude_fit_rate(amplitude: np.ndarray, read_noise: float = 0.0) -> np.ndarray:
     """The rate λ of the counts whose square root a model amplitude fits on average
     (|Ψ| = E[√max(N + ε, 0)], what an amplitude engine converges to), elementwise. At low counts
     E[√N] < √λ, so |Ψ|² undercounts the photons of a right model of that kind."""
-    grid, (_, mean_root) = _root_tables(round(float(read_noise), 2))
+    grid, (_, mean_root, _) = _root_tables(round(float(read_noise), 2))
     a = np.maximum(np.asarray(amplitude, np.float64), 0)
     big = np.maximum(a, mean_root[-1])
     asymptotic = big**2 + 0.25 + read_noise**2 / (4 * big**2)  # from E√X ≈ √λ - Var X / (8 λ^1.5)
@@ -236,7 +271,7 @@ def model_fit(
     :mod:`~cosmic_dagster.ptycho.likelihood`), not amplitudes fitted to √N, so its rate balance is
     its intensity balance."""
     sums = np.zeros(4)  # Σ(|Ψ|-a)², Σ(|Ψ(-q)|-a)², Σg(λ), Σ amplitude-fit rates
-    measured = modelled = 0.0
+    measured = modelled = clipped = 0.0
     usable = None if bad_pixels is None else (~bad_pixels).astype(np.float32)
     bin_share = 1.0 if usable is None else lowcount.bin_sum(usable, binning) / binning**2
     for model, mirrored, counts, weight in _far_fields(frames, obj, probe, positions_px, bad_pixels):
@@ -244,18 +279,22 @@ def model_fit(
         sums[0] += float(np.sum(weight * (model - amplitude) ** 2))
         sums[1] += float(np.sum(weight * (mirrored - amplitude) ** 2))
         sums[2] += float(np.sum(weight * poisson_sqrt_variance(model**2, read_noise)))
+        # the model's counts as the frames hold them: the read noise kept where positive
+        clipped += float(np.sum(weight * clipped_counts_mean(model**2, read_noise)))
         if not rates:  # the engine fitted the binned counts: their bias (a bin's read noise adds up)
             binned = lowcount.bin_sum(np.fft.fftshift(model**2), binning)
             sums[3] += float(np.sum(bin_share * amplitude_fit_rate(np.sqrt(binned), read_noise * binning)))
         measured += float(np.sum(weight * counts))
         modelled += float(np.sum(weight * model**2))
     total = max(measured, 1e-30)
+    implied = clipped if rates else float(sums[3])  # a likelihood model's intensities are rates
     return Fit(
         fourier_error=float(min(sums[0], sums[1]) / total),
         noise_floor=float(sums[2] / total),
-        intensity_balance=modelled / total,
-        rate_balance=modelled / total if rates else float(sums[3] / total),
+        intensity_balance=implied / total if rates else modelled / total,
+        rate_balance=implied / total,
         twin=bool(sums[1] < sums[0]),
+        read_noise_share=1 - modelled / clipped if clipped > 0 else 0.0,
     )
 
 
@@ -531,6 +570,12 @@ def judge(signals: Signals, limits: Limits = LIMITS) -> Verdict:
             f"doubtful: {signals.dose:.0f} photons per object pixel (under {limits.doubt_dose:g}): so few "
             "leave an image that fits them noisy enough to be wrong; look at the image"
         )
+    elif signals.fit is not None and signals.fit.read_noise_share > limits.doubt_read_noise_share:
+        doubt = (
+            f"doubtful: {signals.fit.read_noise_share:.0%} of the counts are read noise, not photons "
+            f"(over {limits.doubt_read_noise_share:.0%}): they blur what the fit and the photon balance "
+            "tell of the image; look at it"
+        )
     return Verdict(True, reason, doubt=doubt, closest=closest.signal, margin=closest.room)
 
 
@@ -592,6 +637,14 @@ def _bounds(signals: Signals, limits: Limits) -> list[_Bound]:
             ),
             _Bound("intensity_balance", fit.rate_balance, low, False, balance_failure, balance_figure),
             _Bound("intensity_balance", fit.rate_balance, high, True, balance_failure, balance_figure),
+            _Bound(
+                "read_noise", fit.read_noise_share, limits.max_read_noise_share, True,
+                f"the frames hold more read noise than photons ({fit.read_noise_share:.0%} of the counts the "
+                f"model implies are dark-subtracted read noise, at most {limits.max_read_noise_share:.0%} "
+                "allowed): no fit can tell a right image from a wrong one here; more photons per frame, "
+                "less read noise, or smaller frames are needed",
+                f"{fit.read_noise_share:.0%} of the counts are read noise",
+            ),
         ]  # fmt: skip
     if signals.coverage is not None:
         bounds.append(_Bound(

@@ -190,6 +190,49 @@ def test_the_photon_balance_is_judged_with_the_amplitude_fits_low_count_bias_und
     assert "implies 0.86x the measured photons" in lost.reason and "holds 0.70x" in lost.reason
 
 
+@pytest.mark.parametrize("read_noise", [0.0, 0.1, 0.3])
+def test_the_counts_of_dark_subtracted_frames_read_as_none_below_zero_are_predicted(
+    read_noise: float,
+) -> None:
+    rng = np.random.default_rng(2)
+    for lam in (0.0, 0.05, 0.5, 2.0, 30.0):
+        clipped = np.maximum(rng.poisson(lam, 400_000) + rng.normal(0, read_noise, 400_000), 0)
+        expected = verdict.clipped_counts_mean(np.array([lam]), read_noise)[0]
+        assert expected == pytest.approx(clipped.mean(), rel=0.01, abs=0.002)
+
+
+def test_a_likelihood_models_photon_balance_counts_the_read_noise_its_frames_keep() -> None:
+    """Under a photon per pixel, read noise kept where positive adds counts that are not photons
+    (rms/√(2π) a pixel): the right rates must balance them, not be failed for "losing" them."""
+    _, obj, probe, positions = _scene()
+    dim = probe / 30  # 0.25 photon per pixel
+    waves = dim * np.stack([obj[y : y + 16, x : x + 16] for y, x in positions])
+    rates = np.abs(np.fft.fftshift(np.fft.fft2(waves, norm="ortho"), axes=(-2, -1))) ** 2
+    rng = np.random.default_rng(3)
+    frames = (rng.poisson(rates) + rng.normal(0, 0.3, rates.shape)).astype(np.float32)
+    read_noise = verdict.read_noise_estimate(frames)
+    fit = verdict.model_fit(frames, obj, dim, positions, read_noise=read_noise, rates=True)
+    assert fit.rate_balance == fit.intensity_balance == pytest.approx(1, abs=0.03)
+    photons_alone = float(rates.sum() / np.maximum(frames, 0).sum())
+    assert photons_alone < 0.75  # what the balance read before it counted the read noise
+    assert verdict.model_fit(frames, obj, dim, positions, rates=True).rate_balance == pytest.approx(
+        photons_alone
+    )
+    noise = 0.3 / math.sqrt(2 * math.pi) * float(np.exp(-rates).sum())  # where no photon came
+    assert fit.read_noise_share == pytest.approx(noise / (noise + rates.sum()), rel=0.05)
+    assert verdict.model_fit(frames, obj, dim, positions, rates=True).read_noise_share == 0
+
+
+def test_frames_holding_more_read_noise_than_photons_cannot_be_judged() -> None:
+    noisy = Signals([1, 0.01], True, replace(_FIT, read_noise_share=0.65))
+    judged = verdict.judge(noisy)
+    assert not judged.ok and judged.signal == "read_noise"
+    assert "more read noise than photons (65% of the counts" in judged.reason
+    blurred = verdict.judge(Signals([1, 0.01], True, replace(_FIT, read_noise_share=0.4)))
+    assert blurred.ok and blurred.doubtful and "40% of the counts are read noise" in blurred.doubt
+    assert not verdict.judge(Signals([1, 0.01], True, replace(_FIT, read_noise_share=0.1))).doubtful
+
+
 def test_a_zone_plate_beam_is_coherent_at_any_defocus_and_noise_is_not() -> None:
     from cosmic_dagster.ptycho import optics
 
