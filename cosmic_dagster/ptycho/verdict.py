@@ -275,17 +275,17 @@ def model_fit(
     usable = None if bad_pixels is None else (~bad_pixels).astype(np.float32)
     bin_share = 1.0 if usable is None else lowcount.bin_sum(usable, binning) / binning**2
     for model, mirrored, counts, weight in _far_fields(frames, obj, probe, positions_px, bad_pixels):
-        amplitude = np.sqrt(counts)
+        amplitude, power = np.sqrt(counts), model**2
         sums[0] += float(np.sum(weight * (model - amplitude) ** 2))
         sums[1] += float(np.sum(weight * (mirrored - amplitude) ** 2))
-        sums[2] += float(np.sum(weight * poisson_sqrt_variance(model**2, read_noise)))
+        sums[2] += float(np.sum(weight * poisson_sqrt_variance(power, read_noise)))
         # the model's counts as the frames hold them: the read noise kept where positive
-        clipped += float(np.sum(weight * clipped_counts_mean(model**2, read_noise)))
+        clipped += float(np.sum(weight * clipped_counts_mean(power, read_noise)))
         if not rates:  # the engine fitted the binned counts: their bias (a bin's read noise adds up)
-            binned = lowcount.bin_sum(np.fft.fftshift(model**2), binning)
+            binned = lowcount.bin_sum(np.fft.fftshift(power), binning)
             sums[3] += float(np.sum(bin_share * amplitude_fit_rate(np.sqrt(binned), read_noise * binning)))
         measured += float(np.sum(weight * counts))
-        modelled += float(np.sum(weight * model**2))
+        modelled += float(np.sum(weight * power))
     total = max(measured, 1e-30)
     implied = clipped if rates else float(sums[3])  # a likelihood model's intensities are rates
     return Fit(
