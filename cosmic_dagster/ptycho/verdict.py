@@ -422,14 +422,26 @@ def _amplitudes(obj: np.ndarray, probe: np.ndarray, positions: np.ndarray) -> It
         yield np.abs(fft.fft2(buffer, norm="ortho", workers=1)).astype(np.float64)
 
 
+#: The probe's beam, for its width, is where its blurred intensity exceeds this share of the peak:
+#: the noise an engine leaves in the dark corners of the probe array is not the beam.
+BEAM_SHARE = 0.01
+#: ... and its phase is judged where the blurred intensity exceeds this share: at 10⁴ photons a
+#: frame ePIE leaves noise at 1-2 % of the peak around the beam, whose far field reads as phase noise
+#: (a right image's probe at 0.86 coherent); an ideal beam keeps 0.989 or more of its coherence cut
+#: here (``docs/reconstruction-quality.md``, "The probe's phase judged where the beam is bright").
+PHASE_SHARE = 0.02
+
+
 @dataclass(frozen=True)
 class ProbeShape:
     """What the probe's far field says about the beam (see :func:`probe_shape`)."""
 
     coherence: float
-    """|Σ I e^{i(φ - π λ z |q|²)}| / Σ I over the pupil at the best z (1 = ideal, ~0 = random)."""
+    """|Σ I e^{i(φ - π λ z |q|²)}| / Σ I over the pupil at the best z (1 = ideal, ~0 = random), the
+    probe cut at :data:`PHASE_SHARE`."""
     defocus_m: float
-    """That best z: how far the sample sits from the beam's focus."""
+    """The z that flattens the phase of the probe cut at :data:`BEAM_SHARE`: how far the sample sits
+    from the beam's focus."""
     beam_px: float
     """The beam's diameter on the sample, 2 |z| λ q_max (object pixels), q_max the pupil's radius."""
 
@@ -442,29 +454,53 @@ def probe_shape(
     A zone-plate beam's far-field phase over the pupil (where the intensity exceeds 10 % of its
     peak) is flat once its defocus is removed; the defocus that flattens it best, times the pupil's
     angular radius, gives the beam's diameter on the sample (the simulator's geometry). The probe
-    is first cut to its beam (where its blurred intensity exceeds 1 % of the peak): the noise an
-    engine leaves in the dark corners of the probe array is not the beam's phase."""
+    is first cut to its beam (:data:`BEAM_SHARE`), and for the phase's coherence to the beam's
+    brighter part (:data:`PHASE_SHARE`)."""
     beam = _blurred_intensity(probe)
-    spectrum = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(probe * (beam > 0.01 * beam.max()))))
-    intensity = np.abs(spectrum) ** 2
-    pupil = intensity > 0.1 * intensity.max()
-    if not pupil.any():
+    pupil = _PupilPhase(probe * (beam > BEAM_SHARE * beam.max()), pixel_m, wavelength_m, max_defocus_m)
+    if not pupil.lit:
         return ProbeShape(0.0, 0.0, 0.0)
-    qy, qx = optics.centred_frequencies(probe.shape, pixel_m)
-    q2 = np.broadcast_to(qy**2 + qx**2, probe.shape)[pupil]
-    weighted = intensity[pupil] * np.exp(1j * np.angle(spectrum[pupil]))
-    total = float(intensity[pupil].sum())
-
-    def coherence(z: float) -> float:
-        return float(abs(np.sum(weighted * np.exp(-1j * np.pi * wavelength_m * z * q2)))) / total
-
-    best = max(np.linspace(-max_defocus_m, max_defocus_m, 151), key=coherence)
-    step = 2 * max_defocus_m / 150
-    best = max(np.linspace(best - step, best + step, 9), key=coherence)
-    q_max = math.sqrt(float(np.percentile(q2, 99)))
+    bright = _PupilPhase(probe * (beam > PHASE_SHARE * beam.max()), pixel_m, wavelength_m, max_defocus_m)
     return ProbeShape(
-        coherence(best), float(best), optics.beam_diameter_m(best, wavelength_m, q_max) / min(pixel_m)
+        bright.coherence(bright.best_defocus_m),
+        pupil.best_defocus_m,
+        optics.beam_diameter_m(pupil.best_defocus_m, wavelength_m, pupil.q_max) / min(pixel_m),
     )
+
+
+class _PupilPhase:
+    """A probe's far field over its pupil (where the intensity exceeds 10 % of its peak)."""
+
+    def __init__(
+        self, probe: np.ndarray, pixel_m: tuple[float, float], wavelength_m: float, max_defocus_m: float
+    ) -> None:
+        spectrum = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(probe)))
+        intensity = np.abs(spectrum) ** 2
+        pupil = intensity > 0.1 * intensity.max()
+        self.lit = bool(pupil.any())
+        qy, qx = optics.centred_frequencies(probe.shape, pixel_m)
+        self._q2 = np.broadcast_to(qy**2 + qx**2, probe.shape)[pupil]
+        self._weighted = intensity[pupil] * np.exp(1j * np.angle(spectrum[pupil]))
+        self._total = float(intensity[pupil].sum())
+        self._wavelength_m = wavelength_m
+        self._max_defocus_m = max_defocus_m
+
+    def coherence(self, defocus_m: float) -> float:
+        """|Σ I e^{i(φ - π λ z |q|²)}| / Σ I at z = ``defocus_m``."""
+        turn = np.exp(-1j * np.pi * self._wavelength_m * defocus_m * self._q2)
+        return float(abs(np.sum(self._weighted * turn))) / self._total if self._total > 0 else 0.0
+
+    @functools.cached_property
+    def best_defocus_m(self) -> float:
+        """The z of the highest coherence (a coarse grid over ±``max_defocus_m``, then refined)."""
+        best = max(np.linspace(-self._max_defocus_m, self._max_defocus_m, 151), key=self.coherence)
+        step = 2 * self._max_defocus_m / 150
+        return float(max(np.linspace(best - step, best + step, 9), key=self.coherence))
+
+    @property
+    def q_max(self) -> float:
+        """The pupil's radius (its 99th percentile of |q|)."""
+        return math.sqrt(float(np.percentile(self._q2, 99)))
 
 
 def coverage_and_dose(
