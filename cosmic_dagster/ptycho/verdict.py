@@ -456,15 +456,19 @@ def probe_shape(
     angular radius, gives the beam's diameter on the sample (the simulator's geometry). The probe
     is first cut to its beam (:data:`BEAM_SHARE`), and for the phase's coherence to the beam's
     brighter part (:data:`PHASE_SHARE`)."""
-    beam = _blurred_intensity(probe)
-    pupil = _PupilPhase(probe * (beam > BEAM_SHARE * beam.max()), pixel_m, wavelength_m, max_defocus_m)
-    if not pupil.lit:
+    blurred = _blurred_intensity(probe)
+
+    def cut(share: float) -> _PupilPhase:
+        return _PupilPhase(probe * (blurred > share * blurred.max()), pixel_m, wavelength_m, max_defocus_m)
+
+    beam = cut(BEAM_SHARE)
+    if not beam.lit:
         return ProbeShape(0.0, 0.0, 0.0)
-    bright = _PupilPhase(probe * (beam > PHASE_SHARE * beam.max()), pixel_m, wavelength_m, max_defocus_m)
+    bright = cut(PHASE_SHARE)
     return ProbeShape(
         bright.coherence(bright.best_defocus_m),
-        pupil.best_defocus_m,
-        optics.beam_diameter_m(pupil.best_defocus_m, wavelength_m, pupil.q_max) / min(pixel_m),
+        beam.best_defocus_m,
+        optics.beam_diameter_m(beam.best_defocus_m, wavelength_m, beam.q_max) / min(pixel_m),
     )
 
 

@@ -253,8 +253,9 @@ def test_a_zone_plate_beam_is_coherent_at_any_defocus_and_noise_is_not() -> None
 
 def test_a_beam_keeps_its_coherence_under_the_noise_a_low_count_engine_leaves_around_it() -> None:
     """ePIE at 10⁴ photons a frame leaves noise within the pupil that, where the beam is dim,
-    outshines it: noise of a mean intensity 0.3 % of the beam's peak put this beam at 0.91 coherent
-    as the probe was cut before (at 1 % of the blurred peak), though its bright part is the beam's."""
+    outshines it: noise of a mean intensity 0.3 % of the beam's peak put these beams at 0.91-0.99
+    coherent as the probe was cut before (at 1 % of the blurred peak), though their bright part is
+    the beam's."""
     from cosmic_dagster.ptycho import optics
 
     pixel, wavelength = (25e-9, 25e-9), optics.wavelength_m(800)
