@@ -14,7 +14,8 @@ the well-posed ones). Cases a ptychography experiment could not solve are marked
 from the simulated truth alone: too little overlap between neighbouring positions, a beam so nearly
 focused that probe and object cannot be told apart, a scan that saw only blank sample (nothing to
 image: any uniform image matches it), or too few photons (the Cramér-Rao limit of the object error
-from the whole scan's Fisher information, probe and positions known, above the success threshold).
+from the whole scan's Fisher information, probe and positions known, the background and the read
+noise of dark-subtracted frames counted, above the success threshold).
 Success is counted over the well-posed ones, and also by the earlier rounds' photon rule (the limit
 of each pixel alone, which ignores the background) to compare with them; each case reports its
 object error over both limits. A second pass reruns
@@ -239,6 +240,7 @@ def run_case(case: Case, engine: str = "epie") -> Outcome:
                 background=simulate.diffuse_background(case.spec),
                 bad_pixels=scan.bad_pixels,
                 fft_sign=case.spec.fft_sign,
+                read_noise=case.spec.read_noise if case.spec.dark_frames else 0.0,
             )
         )
         if not case.wrong_defocus

@@ -3,10 +3,14 @@
 ePIE minimises Σ(|Ψ| - √N)², whose minimum at about a photon per pixel or less is E[√N] ≈ λ, not
 √λ: it shrinks the dark field, which carries the fine detail. The Poisson negative log-likelihood
 Σ λ - N log λ (λ = |Ψ|², the model's rate) has no such bias. Dark-subtracted frames also carry
-read noise that a photon counter would not: counts under :data:`ZERO_BELOW` are read as none, and
-the model's rate is floored at :data:`RATE_FLOOR` so that a stray count cannot pull a dark pixel
-to infinite cost. The object moves by L-BFGS over the lit region, preconditioned by its light.
-Measured in ``docs/reconstruction-quality.md``, "A likelihood finish and a probe held to its pupil".
+read noise of rms s that a photon counter would not (:func:`verdict.read_noise_estimate`). Up to
+:data:`COUNTING_NOISE` a count is a photon or none: counts under :data:`ZERO_BELOW` are read as
+none, and the model's rate is floored at :data:`RATE_FLOOR` so that a stray count cannot pull a
+dark pixel to infinite cost. Binned pixels sum the noise of several: beyond it N + s² is read as a
+Poisson count of rate λ + s², which has its mean and variance (the shifted Poisson model of a
+CCD). The object moves by L-BFGS over the lit region, preconditioned by its light. Measured in
+``docs/reconstruction-quality.md``, "A likelihood finish and a probe held to its pupil" and "The
+read noise of binned frames in the likelihood finish".
 """
 
 from __future__ import annotations
@@ -16,13 +20,18 @@ from collections.abc import Callable, Mapping
 import numpy as np
 from scipy import fft
 
+from cosmic_dagster.ptycho import verdict
+
 #: L-BFGS iterations of the finish (each costs one forward and one back transform per frame).
 DEFAULT_ITERATIONS = 60
 #: The engine parameter (recorded in its output) that says how many iterations finished the object.
 PARAMETER = "likelihood_iterations"
-#: Counts (photons) under this are read noise, not photons.
+#: Read noise (rms, photons) up to which a count is a photon or none; beyond it, the shifted
+#: Poisson model (``docs/reconstruction-quality.md`` measures both on either side) ...
+COUNTING_NOISE = 0.5
+#: ... where counts under this are read noise, not photons, ...
 ZERO_BELOW = 0.5
-#: The least rate (photons per pixel) the model is given.
+#: ... and the model's rate is at least this (photons per pixel; the shift s² keeps it above 0).
 RATE_FLOOR = 0.05
 #: Far fields transformed at once (pixels of a chunk of frames: 32 MB of complex64).
 _CHUNK_PIXELS = 1 << 22
@@ -59,7 +68,14 @@ def refine_object(
     intensity on the object grid (:func:`quality.illumination`, which the engine has in hand)."""
     h, w = frames.shape[1:]
     counts = np.fft.ifftshift(frames, axes=(-2, -1)).astype(np.float32)
-    counts[counts < ZERO_BELOW] = 0
+    read_noise = verdict.read_noise_estimate(frames)
+    if read_noise > COUNTING_NOISE:  # the shifted Poisson model
+        shift = np.float32(read_noise**2)
+        counts += shift
+        np.maximum(counts, 0, out=counts)
+    else:
+        shift = np.float32(RATE_FLOOR)
+        counts[counts < ZERO_BELOW] = 0
     weight = np.ones((h, w), np.float32) if good is None else good.astype(np.float32)
     corners = np.asarray(positions_px).tolist()
     if iterations < 1 or not lit.any():
@@ -81,7 +97,7 @@ def refine_object(
             )  # fmt: skip
             rates = np.abs(spectra) ** 2
             rates *= scale
-            rates += np.float32(RATE_FLOOR)
+            rates += shift
             total += float(np.sum(weight * (rates - counts[chunk] * np.log(rates)), dtype=np.float64))
             spectra *= weight * (1 - counts[chunk] / rates)
             back = fft.ifft2(spectra, workers=1, overwrite_x=True)

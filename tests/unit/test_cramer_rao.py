@@ -35,9 +35,15 @@ def _counts(obj: np.ndarray, probe: np.ndarray, background: np.ndarray, fft_sign
 
 
 def _dense_fisher(
-    truth: np.ndarray, probe: np.ndarray, background: np.ndarray, bad: np.ndarray, fft_sign: int
+    truth: np.ndarray,
+    probe: np.ndarray,
+    background: np.ndarray,
+    bad: np.ndarray,
+    fft_sign: int,
+    read_noise: float = 0.0,
 ):
-    """Σ ∇λ ∇λᵀ / λ over the good pixels, ∇ by central differences over (Re O, Im O)."""
+    """Σ ∇λ ∇λᵀ I(λ) over the good pixels (I = 1/λ without read noise), ∇ by central differences
+    over (Re O, Im O)."""
     base = _counts(truth, probe, background, fft_sign)
     columns = []
     for k in range(2 * truth.size):
@@ -48,14 +54,23 @@ def _dense_fisher(
         minus = _counts(truth - delta, probe, background, fft_sign)
         columns.append(((plus - minus) / 2e-6)[:, ~bad])
     jacobian = np.stack(columns, axis=-1).reshape(-1, 2 * truth.size)
-    return jacobian.T @ (jacobian / base[:, ~bad].reshape(-1, 1))
+    information = cramer_rao.rate_information(base[:, ~bad], read_noise).reshape(-1, 1)
+    return jacobian.T @ (jacobian * information)
 
 
-@pytest.mark.parametrize("fft_sign", [1, -1])
-def test_fisher_information_matches_finite_differences_of_the_counts(fft_sign: int) -> None:
+@pytest.mark.parametrize(("fft_sign", "read_noise"), [(1, 0.0), (-1, 0.0), (1, 0.4)])
+def test_fisher_information_matches_finite_differences_of_the_counts(
+    fft_sign: int, read_noise: float
+) -> None:
     truth, probe, background, bad = _small_scan()
     operator = cramer_rao.FisherInformation(
-        truth, probe, POSITIONS, background=background, bad_pixels=bad, fft_sign=fft_sign
+        truth,
+        probe,
+        POSITIONS,
+        background=background,
+        bad_pixels=bad,
+        fft_sign=fft_sign,
+        read_noise=read_noise,
     )
     columns = []
     for k in range(2 * truth.size):
@@ -63,8 +78,22 @@ def test_fisher_information_matches_finite_differences_of_the_counts(fft_sign: i
         unit[k] = 1
         out = operator((unit[: truth.size] + 1j * unit[truth.size :]).reshape(truth.shape))
         columns.append(np.concatenate([out.real.ravel(), out.imag.ravel()]))
-    dense = _dense_fisher(truth, probe, background, bad, fft_sign)
+    dense = _dense_fisher(truth, probe, background, bad, fft_sign, read_noise)
     np.testing.assert_allclose(np.stack(columns, axis=1), dense, rtol=1e-5, atol=1e-6 * np.abs(dense).max())
+
+
+def test_read_noise_takes_information_from_dim_pixels_and_little_from_bright_ones() -> None:
+    """A photon counter's count holds 1/λ about its rate. With read noise of rms s a count near
+    zero holds e^(1/s²) - 1 (the two outcomes none and one photon, blurred by s), far less than 1/λ
+    at low rates; bright pixels hold 1 / (λ + s²); at 0.1 photon rms a photon still stands out and
+    nothing is lost."""
+    rates = np.array([1e-6, 1e-3, 0.1, 1.0, 10.0, 29.9, 30.0, 300.0])
+    assert np.array_equal(cramer_rao.rate_information(rates), 1 / rates)
+    noisy = cramer_rao.rate_information(rates, 0.5)
+    assert noisy[0] == pytest.approx(math.expm1(4), rel=1e-3)
+    assert np.all(noisy <= 1 / rates) and np.all(np.diff(noisy) < 0)
+    np.testing.assert_allclose(noisy[-3:], 1 / (rates[-3:] + 0.25), rtol=1e-3)
+    np.testing.assert_allclose(cramer_rao.rate_information(rates, 0.1) * rates, 1, rtol=1e-3)
 
 
 def test_whole_scan_bound_is_the_trace_of_the_inverse_information() -> None:
