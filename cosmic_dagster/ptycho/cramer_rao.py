@@ -17,7 +17,7 @@ more only lowers a bound).
   towards its start, beats it on some smooth samples, as it beats the pixelwise one): a rule of
   what the data determine, as the geometric rules are, not a forecast of one engine's outcome
   (docs/reconstruction-quality.md, "The whole-scan noise limit as the photon rule" and "Read noise
-  in the photon rule").
+  in the likelihood finish and in the photon rule").
 """
 
 from __future__ import annotations

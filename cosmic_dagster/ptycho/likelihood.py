@@ -9,8 +9,8 @@ none, and the model's rate is floored at :data:`RATE_FLOOR` so that a stray coun
 dark pixel to infinite cost. Binned pixels sum the noise of several: beyond it N + s² is read as a
 Poisson count of rate λ + s², which has its mean and variance (the shifted Poisson model of a
 CCD). The object moves by L-BFGS over the lit region, preconditioned by its light. Measured in
-``docs/reconstruction-quality.md``, "A likelihood finish and a probe held to its pupil" and "The
-read noise of binned frames in the likelihood finish".
+``docs/reconstruction-quality.md``, "A likelihood finish and a probe held to its pupil" and "Read
+noise in the likelihood finish and in the photon rule".
 """
 
 from __future__ import annotations
