@@ -42,14 +42,36 @@ class LiveInstance:
     def api(self) -> DagsterApi:
         return DagsterApi(self.services.url)
 
-    def wait_for(self, what: str, predicate: Callable[[], bool], timeout_s: float = 180.0) -> None:
+    def wait_for(
+        self,
+        what: str,
+        predicate: Callable[[], bool],
+        timeout_s: float = 180.0,
+        state: Callable[[], str] | None = None,
+    ) -> None:
+        """Poll ``predicate``; on a timeout fail with ``state()`` (what the test waited on, in its
+        own words) and the services' log tails."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if predicate():
                 return
             time.sleep(0.5)
         logs = {p.name: p.read_text(errors="replace")[-3000:] for p in self.services.log_dir.glob("*.log")}
-        raise AssertionError(f"timed out waiting for {what}; logs:\n{logs}")
+        seen = f"; state: {state()}" if state is not None else ""
+        raise AssertionError(f"timed out waiting for {what}{seen}; logs:\n{logs}")
+
+    def run_story(self, run_id: str, events: int = 8) -> str:
+        """A run's status and its last events (their type and message), for a failure message."""
+        run = self.instance.get_run_by_id(run_id)
+        if run is None:
+            return f"{run_id}: no such run"
+        records = self.instance.get_records_for_run(run_id, ascending=False, limit=events).records
+        lines = [
+            f"{kind.value if (kind := r.event_log_entry.dagster_event_type) else 'log'}: "
+            f"{r.event_log_entry.message[:200]}"
+            for r in reversed(records)
+        ]
+        return f"{run_id} {run.status.value}: " + " | ".join(lines)
 
     def progress(self, keys: list[str]) -> dict[str, ScanProgress]:
         return scan_progress(self.instance, keys)

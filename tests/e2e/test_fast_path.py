@@ -218,7 +218,10 @@ def test_a_killed_run_worker_is_detected_and_the_retry_reattaches(fast):
         retry_ids[:] = [r.run_id for r in retries]
         return any(r.status == dg.DagsterRunStatus.SUCCESS for r in retries)
 
-    live.wait_for("the retry to succeed", retried, timeout_s=180)
+    def story() -> str:
+        return "; ".join(live.run_story(i) for i in [run_id, *retry_ids]) + f"; retries: {len(retry_ids)}"
+
+    live.wait_for("the retry to succeed", retried, timeout_s=180, state=story)
     assert len(retry_ids) == 1
     recon = live.progress([key])[key].metadata["reconstruction"]
     assert recon["job_id"] == job_id and recon["reattached"] is True
