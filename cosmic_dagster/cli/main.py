@@ -309,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--likelihood-iterations",
             type=int,
-            help="epie: iterations of the likelihood finish of the object (default: the engine's)",
+            help="epie: iterations of the likelihood finish of object and probe (default: the engine's)",
         )
         p.add_argument("--device", choices=DEVICES, help="batched engine: where it runs")
         p.add_argument(

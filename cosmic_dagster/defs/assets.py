@@ -57,7 +57,7 @@ class ReconstructionConfig(dg.Config):
     )
     likelihood_iterations: int | None = Field(
         default=None,
-        description="iterations of the Poisson-likelihood finish of the object, the probe held "
+        description="iterations of the Poisson-likelihood finish of the object and the probe "
         "(0: none); unset: the engine's default [epie]",
     )
     device: Literal[DEVICES] = Field(  # type: ignore[valid-type]

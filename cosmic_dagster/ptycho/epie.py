@@ -1,5 +1,6 @@
 """Local ptychographic reconstruction: ePIE with probe refinement, then a few sweeps that average the
-object over all frames (the probe held); numpy/scipy, single precision.
+object over all frames (the probe held) and a Poisson-likelihood finish of object and probe;
+numpy/scipy, single precision.
 
 One command for every place a job can run (laptop, Slurm job, container)::
 
@@ -43,7 +44,7 @@ DEFAULT_PROBE_REFINE_START = 5
 #: frames it updated from last; the average weighs every frame by its light (measured in
 #: ``docs/reconstruction-quality.md``, "An averaged object to finish"). 20 do what 50 do.
 DEFAULT_AVERAGE_ITERATIONS = 20
-#: L-BFGS iterations of the Poisson-likelihood finish of the object (:mod:`likelihood`).
+#: L-BFGS iterations of the Poisson-likelihood finish of the object and the probe (:mod:`likelihood`).
 DEFAULT_LIKELIHOOD_ITERATIONS = likelihood.DEFAULT_ITERATIONS
 #: A run's probe is held to the zone plate's pupil: its far field is cut, after every sweep that
 #: refines it, to the beam's cone on the detector and this many pixels more (the object blurs the
@@ -92,7 +93,8 @@ def reconstruct(
 ) -> Reconstruction:
     """Run ePIE (random position order each iteration, the probe held to its pupil) on a loaded
     scan, then ``average_iterations`` sweeps that average the object over all frames and
-    ``likelihood_iterations`` of the Poisson-likelihood finish (:mod:`likelihood`), the probe held.
+    ``likelihood_iterations`` of the Poisson-likelihood finish (:mod:`likelihood`) of the object and
+    the probe, the probe within its pupil.
 
     ``alpha``/``beta`` are the object/probe step sizes (1 is the classic ePIE); the probe is
     refined from iteration ``probe_refine_start`` (0-based; ``>= iterations`` keeps it fixed).
@@ -236,12 +238,15 @@ def _reconstruct(
                 if not math.isfinite(history[-1]):
                     break
         if likelihood_iterations and math.isfinite(history[-1]):
-            obj, error = likelihood.refine_object(
-                obj, probe, frames, positions, lit, lit_region, good, likelihood_iterations
+            finish = likelihood.refine(
+                obj, probe, frames, positions, lit, lit_region, good, likelihood_iterations, pupil
             )
-            history.append(error)
+            obj, probe = finish.object, finish.probe
+            if pupil is not None:
+                lit = quality.illumination(probe, positions, scan.object_shape)
+            history.append(finish.fourier_error)
             if progress is not None:
-                progress(iterations + average_iterations, error)
+                progress(iterations + average_iterations, finish.fourier_error)
     seconds = time.perf_counter() - start
     return Reconstruction(
         object=obj,
@@ -254,6 +259,7 @@ def _reconstruct(
             "average_iterations": average_iterations,
             likelihood.PARAMETER: likelihood_iterations,
             "probe_held_to_pupil": hold_pupil,
+            "likelihood_refines_probe": hold_pupil and likelihood_iterations > 0,
             "probe_refine_start": probe_refine_start,
             "alpha": alpha,
             "beta": beta,
@@ -481,7 +487,7 @@ def _epie_parser() -> argparse.ArgumentParser:
         "--likelihood-iterations",
         type=non_negative_int,
         default=DEFAULT_LIKELIHOOD_ITERATIONS,
-        help="L-BFGS iterations of the Poisson-likelihood finish of the object, the probe held (0: none)",
+        help="L-BFGS iterations of the Poisson-likelihood finish of the object and the probe (0: none)",
     )
     return parser
 

@@ -1,4 +1,4 @@
-"""A Poisson-likelihood finish for the object, the probe held: what ePIE's amplitude fit leaves out.
+"""A Poisson-likelihood finish for the object and the probe: what ePIE's amplitude fit leaves out.
 
 ePIE minimises Σ(|Ψ| - √N)², whose minimum at about a photon per pixel or less is E[√N] ≈ λ, not
 √λ: it shrinks the dark field, which carries the fine detail. The Poisson negative log-likelihood
@@ -8,14 +8,17 @@ read noise of rms s that a photon counter would not (:func:`verdict.read_noise_e
 none, and the model's rate is floored at :data:`RATE_FLOOR` so that a stray count cannot pull a
 dark pixel to infinite cost. Binned pixels sum the noise of several: beyond it N + s² is read as a
 Poisson count of rate λ + s², which has its mean and variance (the shifted Poisson model of a
-CCD). The object moves by L-BFGS over the lit region, preconditioned by its light. Measured in
-``docs/reconstruction-quality.md``, "A likelihood finish and a probe held to its pupil" and "Read
-noise in the likelihood finish and in the photon rule".
+CCD). The object moves by L-BFGS over the lit region, preconditioned by its light, and with it the
+probe's far field within the zone plate's pupil (ePIE fitted its probe to amplitudes too; held to
+the pupil it cannot take up the object's structure). Measured in ``docs/reconstruction-quality.md``,
+"A likelihood finish and a probe held to its pupil", "Read noise in the likelihood finish and in
+the photon rule" and "The probe refined in the likelihood finish".
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import fft
@@ -51,7 +54,17 @@ def finished(parameters: Mapping[str, object]) -> bool:
     return bool(parameters.get(PARAMETER))
 
 
-def refine_object(
+@dataclass(frozen=True)
+class Finished:
+    """The finish's model and its Fourier error Σ(|Ψ| - √I)² / ΣI over the usable pixels, as the
+    engine's history counts it."""
+
+    object: np.ndarray
+    probe: np.ndarray
+    fourier_error: float
+
+
+def refine(
     obj: np.ndarray,
     probe: np.ndarray,
     frames: np.ndarray,
@@ -60,56 +73,106 @@ def refine_object(
     lit: np.ndarray,
     good: np.ndarray | None = None,
     iterations: int = DEFAULT_ITERATIONS,
-) -> tuple[np.ndarray, float]:
-    """The object (complex64, changed only where ``lit``) that maximises the Poisson likelihood of
-    ``frames`` (photon counts, centred, as stored) with ``probe`` held, started from ``obj``; and
-    its Fourier error Σ(|Ψ| - √I)² / ΣI over the usable pixels (``good``: usable pixels in FFT
-    order, None for all), as the engine's history counts it. ``light`` is the probe's summed
-    intensity on the object grid (:func:`quality.illumination`, which the engine has in hand)."""
+    pupil: np.ndarray | None = None,
+) -> Finished:
+    """The object (complex64, changed only where ``lit``) and, where ``pupil`` is given (the
+    zone plate's, 0/1 in FFT order), the probe within it that maximise the Poisson likelihood of
+    ``frames`` (photon counts, centred, as stored), started from ``obj`` and ``probe``; without
+    ``pupil`` the probe is held. ``good``: usable pixels in FFT order, None for all. ``light`` is
+    the probe's summed intensity on the object grid (:func:`quality.illumination`, which the engine
+    has in hand)."""
     h, w = frames.shape[1:]
-    counts = np.fft.ifftshift(frames, axes=(-2, -1)).astype(np.float32)
-    read_noise = verdict.read_noise_estimate(frames)
-    if read_noise > COUNTING_NOISE:  # the shifted Poisson model
-        shift = np.float32(read_noise**2)
-        counts += shift
-        np.maximum(counts, 0, out=counts)
-    else:
-        shift = np.float32(RATE_FLOOR)
-        counts[counts < ZERO_BELOW] = 0
     weight = np.ones((h, w), np.float32) if good is None else good.astype(np.float32)
     corners = np.asarray(positions_px).tolist()
     if iterations < 1 or not lit.any():
-        return obj, _fourier_error(obj, probe, frames, weight, corners)
-    conjugate = np.conjugate(probe)
-    scale = np.float32(1 / (h * w))
-    chunks = np.array_split(np.arange(len(corners)), -(-len(corners) // max(1, _CHUNK_PIXELS // (h * w))))
-    # Newton's step for one pixel is about g / 4Σ|P|² (the cost's curvature there is 2Σ|P|²)
-    inverse_curvature = np.where(lit, 1 / (4 * np.maximum(light, _TINY_LIGHT * float(light.max()))), 0)
+        return Finished(obj, probe, _fourier_error(obj, probe, frames, weight, corners))
+    poisson = PoissonCost(frames, corners, weight, lit)
+    mask = None if pupil is None else pupil.real.astype(np.float32)
+    size = obj.size
 
-    def cost(current: np.ndarray) -> tuple[float, np.ndarray]:
-        """Σ λ - N log λ and its gradient 2 ∂/∂O* (zero where not ``lit``) at the object ``current``."""
-        gradient = np.zeros(obj.shape, np.complex64)
+    def unpack(variables: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The object, then (unless held) the probe's far field within the pupil, unitary-normalised
+        so that one step moves both alike."""
+        current = variables[:size].reshape(obj.shape)
+        if mask is None:
+            return current, probe
+        return current, fft.ifft2(variables[size:].reshape(h, w), norm="ortho", workers=1)
+
+    def pack(on_object: np.ndarray, on_probe: np.ndarray) -> np.ndarray:
+        if mask is None:
+            return on_object.ravel()
+        return np.concatenate([on_object.ravel(), (on_probe * mask).astype(on_object.dtype).ravel()])
+
+    def cost(variables: np.ndarray) -> tuple[float, np.ndarray]:
+        current, field = unpack(variables)
+        if mask is None:
+            total, to_object, _ = poisson(current, field)
+            return total, to_object.ravel()
+        total, to_object, to_probe = poisson(current, field, with_probe=True)
+        return total, pack(to_object, fft.fft2(to_probe, norm="ortho", workers=1))
+
+    # Newton's step for one pixel is about g / 4Σ|P|² (the cost's curvature there is 2Σ|P|²); for
+    # the probe's far field, about g / 4⟨Σ|O|²⟩ (the object's light on the frames' windows, averaged)
+    object_step = np.where(lit, 1 / (4 * np.maximum(light, _TINY_LIGHT * float(light.max()))), 0)
+    exposure = sum(np.abs(obj[y : y + h, x : x + w]) ** 2 for y, x in corners)
+    probe_step = np.full((h, w), 1 / (4 * max(float(np.mean(exposure)), 1e-30)))
+    start = pack(obj.astype(np.complex64), fft.fft2(probe, norm="ortho", workers=1))
+    refined, field = unpack(
+        _minimise(cost, start, pack(object_step, probe_step).astype(np.float32), iterations)
+    )
+    return Finished(refined, field, _fourier_error(refined, field, frames, weight, corners))
+
+
+class PoissonCost:
+    """Σ λ - N log λ over the usable pixels of every frame, λ = |F(P·O_j)|² / (h w) + the floor or
+    the read noise's shift (see the module docstring), and its gradients."""
+
+    def __init__(
+        self, frames: np.ndarray, corners: list[list[int]], weight: np.ndarray, lit: np.ndarray
+    ) -> None:
+        h, w = frames.shape[1:]
+        self.counts = np.fft.ifftshift(frames, axes=(-2, -1)).astype(np.float32)
+        read_noise = verdict.read_noise_estimate(frames)
+        if read_noise > COUNTING_NOISE:  # the shifted Poisson model
+            self.shift = np.float32(read_noise**2)
+            self.counts += self.shift
+            np.maximum(self.counts, 0, out=self.counts)
+        else:
+            self.shift = np.float32(RATE_FLOOR)
+            self.counts[self.counts < ZERO_BELOW] = 0
+        self.corners, self.weight, self.lit = corners, weight, lit
+        per_chunk = max(1, _CHUNK_PIXELS // (h * w))
+        self.chunks = np.array_split(np.arange(len(corners)), -(-len(corners) // per_chunk))
+
+    def __call__(
+        self, obj: np.ndarray, probe: np.ndarray, *, with_probe: bool = False
+    ) -> tuple[float, np.ndarray, np.ndarray]:
+        """The cost, its gradient 2 ∂/∂O* (zero where not lit) and, ``with_probe``, 2 ∂/∂P* (else 0)."""
+        h, w = probe.shape
+        scale = np.float32(1 / (h * w))
+        to_object = np.zeros(obj.shape, np.complex64)
+        to_probe = np.zeros((h, w), np.complex64)
+        conjugate = np.conjugate(probe)
         total = 0.0
-        for chunk in chunks:
-            spectra = fft.fft2(
-                probe * np.stack([current[y : y + h, x : x + w] for y, x in (corners[k] for k in chunk)]),
-                workers=1, overwrite_x=True,
-            )  # fmt: skip
+        for chunk in self.chunks:
+            views = np.stack([obj[y : y + h, x : x + w] for y, x in (self.corners[k] for k in chunk)])
+            spectra = fft.fft2(probe * views, workers=1)
             rates = np.abs(spectra) ** 2
             rates *= scale
-            rates += shift
-            total += float(np.sum(weight * (rates - counts[chunk] * np.log(rates)), dtype=np.float64))
-            spectra *= weight * (1 - counts[chunk] / rates)
+            rates += self.shift
+            counts = self.counts[chunk]
+            total += float(np.sum(self.weight * (rates - counts * np.log(rates)), dtype=np.float64))
+            spectra *= self.weight * (1 - counts / rates)
             back = fft.ifft2(spectra, workers=1, overwrite_x=True)
+            if with_probe:
+                to_probe += np.einsum("kyx,kyx->yx", back, np.conjugate(views))
             back *= conjugate
             for k, step in zip(chunk, back, strict=True):
-                y, x = corners[k]
-                gradient[y : y + h, x : x + w] += step
-        gradient *= 2 * lit
-        return total, gradient
-
-    refined = _minimise(cost, obj.astype(np.complex64), inverse_curvature, iterations)
-    return refined, _fourier_error(refined, probe, frames, weight, corners)
+                y, x = self.corners[k]
+                to_object[y : y + h, x : x + w] += step
+        to_object *= 2 * self.lit
+        to_probe *= 2
+        return total, to_object, to_probe
 
 
 def _minimise(

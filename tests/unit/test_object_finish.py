@@ -1,5 +1,6 @@
 """How ePIE finishes the object on a low-dose scan: sweeps that average it over all frames, then the
-Poisson-likelihood finish (cosmic_dagster.ptycho.likelihood), the probe held to its pupil."""
+Poisson-likelihood finish (cosmic_dagster.ptycho.likelihood) of the object and the probe, the probe
+within its pupil."""
 
 from __future__ import annotations
 
@@ -71,11 +72,13 @@ def _finish(
     lit: np.ndarray | None = None,
     iterations: int = likelihood.DEFAULT_ITERATIONS,
 ) -> tuple[np.ndarray, float]:
-    """:func:`likelihood.refine_object` from an engine's model (over its lit region by default)."""
+    """:func:`likelihood.refine` from an engine's model (over its lit region by default), the
+    probe held."""
     region = _lit(recon) if lit is None else lit
-    return likelihood.refine_object(
+    finish = likelihood.refine(
         recon.object, recon.probe, frames, recon.positions_px, recon.illumination, region, None, iterations
     )
+    return finish.object, finish.fourier_error
 
 
 def _fit(scan: cxi.ScanData, obj: np.ndarray, recon: epie.Reconstruction, rates: bool) -> verdict.Fit:
@@ -135,6 +138,64 @@ def test_read_noise_of_binned_pixels_is_modelled_not_cut(
     assert _object_error(replace(unfinished, object=modelled), low_dose) < (
         _object_error(replace(unfinished, object=cut), low_dose) - 0.01
     )
+
+
+@pytest.mark.parametrize("read_noise", [0.0, 0.75], ids=["counted", "shifted Poisson"])
+def test_the_gradients_the_finish_follows_are_the_costs(
+    low_dose: cxi.ScanData, unfinished: epie.Reconstruction, read_noise: float
+) -> None:
+    """Against central differences of the cost, along a random direction of the (lit) object and
+    one of the probe, on frames read by either model of the counts."""
+    rng = np.random.default_rng(2)
+    frames = (
+        low_dose.frames + rng.normal(0, read_noise, low_dose.frames.shape) if read_noise else low_dose.frames
+    )
+    lit = _lit(unfinished)
+    corners = np.asarray(unfinished.positions_px).tolist()
+    cost = likelihood.PoissonCost(frames, corners, np.ones(frames.shape[1:], np.float32), lit)
+    obj, probe = unfinished.object, unfinished.probe
+    _, to_object, to_probe = cost(obj, probe, with_probe=True)
+
+    def direction(like: np.ndarray, size: float) -> np.ndarray:
+        return (size * (rng.standard_normal(like.shape) + 1j * rng.standard_normal(like.shape))).astype(
+            np.complex64
+        )
+
+    along_object = direction(obj, 1e-5) * lit
+    along_probe = direction(probe, 1e-5 * float(np.abs(probe).max()))
+    for gradient, step in ((to_object, (along_object, 0)), (to_probe, (0, along_probe))):
+        ahead, behind = (cost(obj + sign * step[0], probe + sign * step[1])[0] for sign in (1, -1))
+        assert (ahead - behind) / 2 == pytest.approx(
+            float(np.vdot(gradient, step[0] + step[1]).real), rel=0.02
+        )
+
+
+def test_with_the_pupil_the_finish_refines_the_probe_within_it_and_the_image_gains(
+    low_dose: cxi.ScanData, unfinished: epie.Reconstruction
+) -> None:
+    """ePIE's probe is fitted to amplitudes like its object; refined under the same likelihood (its
+    far field kept inside the zone plate's pupil, where ePIE held it) the image lands nearer the
+    truth than with that probe held."""
+    pupil = epie._pupil(low_dose)
+    lit = unfinished.illumination >= epie._AVERAGE_LIT_SHARE * float(unfinished.illumination.max())
+    held, refined = (
+        likelihood.refine(
+            unfinished.object, unfinished.probe, low_dose.frames, unfinished.positions_px,
+            unfinished.illumination, lit, None, likelihood.DEFAULT_ITERATIONS, cut,
+        )
+        for cut in (None, pupil)
+    )  # fmt: skip
+    np.testing.assert_array_equal(held.probe, unfinished.probe)
+    far = np.abs(np.fft.fft2(refined.probe))
+    assert not np.allclose(refined.probe, unfinished.probe, atol=1e-3 * float(np.abs(unfinished.probe).max()))
+    assert float(far[pupil.real == 0].max()) < 1e-4 * float(far.max())
+
+    def error(finish: likelihood.Finished) -> float:
+        light = quality.illumination(finish.probe, unfinished.positions_px, low_dose.object_shape)
+        return _object_error(replace(unfinished, object=finish.object, illumination=light), low_dose)
+
+    assert error(refined) < error(held) - 0.005
+    assert refined.fourier_error < held.fourier_error
 
 
 def test_the_minimiser_finds_a_quadratics_minimum_whatever_its_scaling() -> None:
