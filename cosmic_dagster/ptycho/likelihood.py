@@ -87,40 +87,52 @@ def refine(
     if iterations < 1 or not lit.any():
         return Finished(obj, probe, _fourier_error(obj, probe, frames, weight, corners))
     poisson = PoissonCost(frames, corners, weight, lit)
-    mask = None if pupil is None else pupil.real.astype(np.float32)
+    # Newton's step for one pixel is about g / 4Σ|P|² (the cost's curvature there is 2Σ|P|²)
+    object_step = np.where(lit, 1 / (4 * np.maximum(light, _TINY_LIGHT * float(light.max()))), 0)
+    if pupil is None:
+
+        def held(current: np.ndarray) -> tuple[float, np.ndarray]:
+            total, to_object, _ = poisson(current, probe)
+            return total, to_object
+
+        refined = _minimise(held, obj.astype(np.complex64), object_step, iterations)
+        return Finished(refined, probe, _fourier_error(refined, probe, frames, weight, corners))
+    refined, field = _refine_with_probe(poisson, obj, probe, pupil, object_step, iterations)
+    return Finished(refined, field, _fourier_error(refined, field, frames, weight, corners))
+
+
+def _refine_with_probe(
+    poisson: PoissonCost,
+    obj: np.ndarray,
+    probe: np.ndarray,
+    pupil: np.ndarray,
+    object_step: np.ndarray,
+    iterations: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Object and probe by one L-BFGS over a single vector: the object, then the probe's far field
+    within ``pupil``, unitary-normalised so that one step moves both alike."""
+    h, w = probe.shape
+    mask = pupil.real.astype(np.float32)
     size = obj.size
 
-    def unpack(variables: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The object, then (unless held) the probe's far field within the pupil, unitary-normalised
-        so that one step moves both alike."""
-        current = variables[:size].reshape(obj.shape)
-        if mask is None:
-            return current, probe
-        return current, fft.ifft2(variables[size:].reshape(h, w), norm="ortho", workers=1)
+    def pack(on_object: np.ndarray, on_far_field: np.ndarray) -> np.ndarray:
+        return np.concatenate([on_object.ravel(), (on_far_field * mask).astype(on_object.dtype).ravel()])
 
-    def pack(on_object: np.ndarray, on_probe: np.ndarray) -> np.ndarray:
-        if mask is None:
-            return on_object.ravel()
-        return np.concatenate([on_object.ravel(), (on_probe * mask).astype(on_object.dtype).ravel()])
+    def unpack(variables: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        far_field = variables[size:].reshape(h, w)
+        return variables[:size].reshape(obj.shape), fft.ifft2(far_field, norm="ortho", workers=1)
 
     def cost(variables: np.ndarray) -> tuple[float, np.ndarray]:
-        current, field = unpack(variables)
-        if mask is None:
-            total, to_object, _ = poisson(current, field)
-            return total, to_object.ravel()
-        total, to_object, to_probe = poisson(current, field, with_probe=True)
+        total, to_object, to_probe = poisson(*unpack(variables), with_probe=True)
         return total, pack(to_object, fft.fft2(to_probe, norm="ortho", workers=1))
 
-    # Newton's step for one pixel is about g / 4Σ|P|² (the cost's curvature there is 2Σ|P|²); for
-    # the probe's far field, about g / 4⟨Σ|O|²⟩ (the object's light on the frames' windows, averaged)
-    object_step = np.where(lit, 1 / (4 * np.maximum(light, _TINY_LIGHT * float(light.max()))), 0)
-    exposure = sum(np.abs(obj[y : y + h, x : x + w]) ** 2 for y, x in corners)
+    # the probe's far field: about g / 4⟨Σ|O|²⟩ (the object's light on the frames' windows, averaged),
+    # as the object's step is g / 4Σ|P|²
+    exposure = sum(np.abs(obj[y : y + h, x : x + w]) ** 2 for y, x in poisson.corners)
     probe_step = np.full((h, w), 1 / (4 * max(float(np.mean(exposure)), 1e-30)))
     start = pack(obj.astype(np.complex64), fft.fft2(probe, norm="ortho", workers=1))
-    refined, field = unpack(
-        _minimise(cost, start, pack(object_step, probe_step).astype(np.float32), iterations)
-    )
-    return Finished(refined, field, _fourier_error(refined, field, frames, weight, corners))
+    preconditioner = pack(object_step, probe_step).astype(np.float32)
+    return unpack(_minimise(cost, start, preconditioner, iterations))
 
 
 class PoissonCost:
@@ -156,7 +168,7 @@ class PoissonCost:
         total = 0.0
         for chunk in self.chunks:
             views = np.stack([obj[y : y + h, x : x + w] for y, x in (self.corners[k] for k in chunk)])
-            spectra = fft.fft2(probe * views, workers=1)
+            spectra = fft.fft2(probe * views, workers=1, overwrite_x=True)
             rates = np.abs(spectra) ** 2
             rates *= scale
             rates += self.shift
