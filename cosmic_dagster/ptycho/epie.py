@@ -237,11 +237,12 @@ def _reconstruct(
                     progress(iteration, history[-1])
                 if not math.isfinite(history[-1]):
                     break
+        held_dim = False
         if likelihood_iterations and math.isfinite(history[-1]):
-            finish = likelihood.refine(
+            finish = likelihood.finish(
                 obj, probe, frames, positions, lit, lit_region, good, likelihood_iterations, pupil
             )
-            obj, probe = finish.object, finish.probe
+            obj, probe, held_dim = finish.object, finish.probe, finish.held_dim
             if pupil is not None:
                 lit = quality.illumination(probe, positions, scan.object_shape)
             history.append(finish.fourier_error)
@@ -260,6 +261,7 @@ def _reconstruct(
             likelihood.PARAMETER: likelihood_iterations,
             "probe_held_to_pupil": hold_pupil,
             "likelihood_refines_probe": hold_pupil and likelihood_iterations > 0,
+            "likelihood_held_dim_pixels": held_dim,
             "probe_refine_start": probe_refine_start,
             "alpha": alpha,
             "beta": beta,

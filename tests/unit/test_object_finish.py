@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,6 +26,17 @@ LOW_DOSE = SimulationSpec(
     fft_sign=-1, translation_columns=2, background=0.008042763056829305, read_noise=0.19612148157827108,
 )  # fmt: skip
 LOW_DOSE_DEFOCUS_M = -1.737760888232945e-05
+
+
+#: Benchmark seed 51, case 100, its 512² frames as 256² ones of twice the pixel (as the engine bins
+#: them): a Siemens star under a 20-pixel beam, 9 frames of 1.3e5 photons. The probe's faint tails
+#: light some 50,000 pixels of the object with under 10 photons each.
+SPARSE = SimulationSpec(
+    n_side=3, frame_size=256, step_px=5.784904275139007, jitter=0.08166099207336239,
+    energy_ev=487.1618789435306, detector_pixel_m=7.083860401651259e-05, defocus_m=-6.1096430524212835e-06,
+    photons=125500.98385271418, seed=100, sample="siemens_star", translation_columns=2,
+    read_noise=0.25059828091150643,
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -209,8 +221,9 @@ def test_the_minimiser_finds_a_quadratics_minimum_whatever_its_scaling() -> None
         return float(np.sum(curvature * np.abs(x - target) ** 2)), 2 * curvature * (x - target)
 
     rough = (1 / (2 * curvature * rng.uniform(0.3, 3, curvature.shape))).astype(np.float32)
-    found = likelihood._minimise(cost, np.zeros_like(target), rough, 200)
+    found, value = likelihood._minimise(cost, np.zeros_like(target), rough, 200)
     np.testing.assert_allclose(found, target, atol=1e-3)
+    assert value == pytest.approx(cost(found)[0], abs=1e-6)
 
 
 def test_a_likelihood_fit_is_judged_on_its_own_rates(
@@ -277,3 +290,57 @@ def test_a_finished_output_is_judged_as_a_likelihood_fit_when_read_back(
     )  # fmt: skip
     assert as_rates != as_amplitudes  # the two readings differ on this scan ...
     assert quality.assess_output(path, scan=low_dose).verdict == as_rates  # ... and the output says which
+
+
+def _finishes(
+    scan: cxi.ScanData, defocus_m: float
+) -> tuple[likelihood.Finished, likelihood.Finished, Callable[[likelihood.Finished], float]]:
+    """The free finish (:func:`likelihood.refine`) and the engine's (:func:`likelihood.finish`) of
+    ePIE's model of ``scan``, as the engine runs them, and the object error of either."""
+    unfinished = epie.reconstruct(scan, probe_defocus_m=defocus_m, likelihood_iterations=0)
+    light = unfinished.illumination
+    lit = light >= epie._AVERAGE_LIT_SHARE * float(light.max())
+    arguments = (
+        unfinished.object, unfinished.probe, scan.frames, unfinished.positions_px, light, lit, None,
+        likelihood.DEFAULT_ITERATIONS, epie._pupil(scan),
+    )  # fmt: skip
+
+    def error(finish: likelihood.Finished) -> float:
+        lit_by = quality.illumination(finish.probe, unfinished.positions_px, scan.object_shape)
+        return _object_error(replace(unfinished, object=finish.object, illumination=lit_by), scan)
+
+    return likelihood.refine(*arguments), likelihood.finish(*arguments), error
+
+
+def test_pixels_too_dim_to_be_unknowns_are_held_where_freeing_them_fits_the_noise(tmp_path: Path) -> None:
+    """Free, the dim pixels let the model explain the counts better than the image's photons allow
+    (the likelihood's gain is under the unknowns they add) and the image is wrong (0.215); held at
+    the well-lit object's mean, it is right (0.100)."""
+    scan = cxi.load_scan(sim.write_scan(tmp_path / "scan.cxi", SPARSE))
+    free, chosen, error = _finishes(scan, SPARSE.defocus_m)
+    assert chosen.held_dim and not free.held_dim
+    assert free.cost < chosen.cost  # the free model fits the counts better ...
+    assert error(chosen) < 0.15 < 0.2 < error(free)  # ... and is the wrong image
+
+
+def test_dim_pixels_stay_free_where_they_explain_what_the_model_has_no_term_for(tmp_path: Path) -> None:
+    """Heavy air scatter (30 % of the photons, falling from the beam's centre) has no term in the
+    model; the dim pixels' scattering fits it, by far more than the unknowns they add."""
+    spec = dataclasses.replace(SPARSE, background=0.3 * SPARSE.photons / SPARSE.frame_size**2)
+    scan = cxi.load_scan(sim.write_scan(tmp_path / "scan.cxi", spec))
+    free, chosen, _ = _finishes(scan, SPARSE.defocus_m)
+    assert not chosen.held_dim
+    np.testing.assert_array_equal(chosen.object, free.object)
+
+
+def test_a_finish_of_a_scan_without_dim_pixels_is_the_free_one(
+    low_dose: cxi.ScanData, unfinished: epie.Reconstruction
+) -> None:
+    bright = unfinished.illumination >= likelihood.DIM_PIXEL_PHOTONS
+    arguments = (
+        unfinished.object, unfinished.probe, low_dose.frames, unfinished.positions_px,
+        unfinished.illumination, bright, None, 5,
+    )  # fmt: skip
+    free, chosen = likelihood.refine(*arguments), likelihood.finish(*arguments)
+    assert not chosen.held_dim
+    np.testing.assert_array_equal(chosen.object, free.object)
