@@ -1,6 +1,6 @@
 """How ePIE finishes the object on a low-dose scan: sweeps that average it over all frames, then the
 Poisson-likelihood finish (cosmic_dagster.ptycho.likelihood) of the object and the probe, the probe
-within its pupil."""
+within its pupil; and, on a sparse 9-frame scan, which pixels the finish may leave free."""
 
 from __future__ import annotations
 
