@@ -33,7 +33,7 @@ import numpy as np
 from scipy import fft
 
 from cosmic_dagster.files import atomic_path
-from cosmic_dagster.ptycho import cxi, focus, likelihood, lowcount, optics, outputs, quality
+from cosmic_dagster.ptycho import cxi, focus, likelihood, lowcount, optics, outputs, quality, verdict
 from cosmic_dagster.ptycho.preview import write_preview
 
 ENGINE = "epie"
@@ -54,6 +54,9 @@ DEFAULT_LIKELIHOOD_ITERATIONS = likelihood.DEFAULT_ITERATIONS
 PUPIL_MARGIN_PX = 1.0
 #: The averaged object keeps its value where its light is under this share of the peak.
 _AVERAGE_LIT_SHARE = 1e-3
+#: Why a run that passed cleanly was not kept: the second opinion's other run explains the counts
+#: better (:func:`_second_opinion`), as the verdict's signals say why a failed run was not.
+WORSE_FIT = "worse_fit"
 _TINY = np.float32(1e-12)
 _EXIT_BAD_INPUT = 2
 _EXIT_FAILED = 1
@@ -539,13 +542,18 @@ def judged_run(
     probe loses them too), the run is repeated from
     :attr:`~cosmic_dagster.ptycho.focus.Focus.rerun_defocus_m` until one passes without that loss.
     Kept: that run, else the first the verdict passed, else the first run; the result's focus
-    records every run."""
+    records every run. A clean pass from a defocus the search barely fixed gets a second opinion
+    (:func:`_second_opinion`)."""
     first = run(defocus_m)
     chosen = first.focus
     assert chosen is not None
     assessment = _assess(scan, first, chosen)
-    if _clean(assessment) or not chosen.rerun_defocus_m:
+    if not chosen.rerun_defocus_m:
         return first, assessment
+    if _clean(assessment):
+        if chosen.contrast is None or chosen.contrast >= verdict.LIMITS.min_focus_contrast:
+            return first, assessment
+        return _second_opinion(scan, run, first, assessment, log)
     runs = [(chosen.defocus_m, _not_kept_for(assessment))]
     results = [(first, assessment)]
     for rerun_m in chosen.rerun_defocus_m:
@@ -566,6 +574,44 @@ def judged_run(
     recon, kept_assessment = results[index]
     rerun_seconds = sum(other.seconds for i, (other, _) in enumerate(results) if i != index)
     return replace(recon, focus=chosen.after_reruns(marked, rerun_seconds)), kept_assessment
+
+
+def _second_opinion(
+    scan: cxi.ScanData,
+    run: Callable[[float | None], Reconstruction],
+    first: Reconstruction,
+    assessment: quality.Assessment,
+    log: Callable[[str], None] | None,
+) -> tuple[Reconstruction, quality.Assessment]:
+    """``first``, a clean pass from a defocus whose search's contrast is under
+    :attr:`~cosmic_dagster.ptycho.verdict.Limits.min_focus_contrast`, against a run from the first
+    of :attr:`~cosmic_dagster.ptycho.focus.Focus.rerun_defocus_m`: the rerun is kept where it passes
+    cleanly and explains the counts better (a lower Fourier error over the noise floor), else the
+    first (the other marked :data:`WORSE_FIT`). Why: where the data barely fix the magnitude the
+    search leans to too large a defocus, and its run can keep a too wide probe that fits the data
+    with a wrong image, yet worse than a run from a smaller defocus whose probe grows to the right
+    width (``docs/reconstruction-quality.md``, "A second opinion where the search barely chose")."""
+    chosen = first.focus
+    assert chosen is not None and chosen.contrast is not None
+    rerun_m = chosen.rerun_defocus_m[0]
+    if log is not None:
+        log(
+            f"the search barely fixed {chosen.defocus_m * 1e6:+.1f} µm (contrast {chosen.contrast:.2f}): "
+            f"running again from {rerun_m * 1e6:+.1f} µm for a second opinion"
+        )
+    again = run(rerun_m)
+    judged = _assess(scan, again, chosen.after_reruns(((chosen.defocus_m, WORSE_FIT), (rerun_m, "")), 0.0))
+    if _clean(judged) and _error_to_floor(judged) < _error_to_floor(assessment):
+        runs, kept, other = ((chosen.defocus_m, WORSE_FIT), (rerun_m, "")), (again, judged), first
+    else:
+        runs = ((chosen.defocus_m, ""), (rerun_m, _not_kept_for(judged) or WORSE_FIT))
+        kept, other = (first, assessment), again
+    return replace(kept[0], focus=chosen.after_reruns(runs, other.seconds)), kept[1]
+
+
+def _error_to_floor(assessment: quality.Assessment) -> float:
+    fit = assessment.signals.fit
+    return fit.error_to_floor if fit is not None else math.inf
 
 
 def _clean(assessment: quality.Assessment) -> bool:

@@ -50,7 +50,8 @@ TRIAL_ITERATIONS = 6
 #: run is repeated from these fractions of it, in turn, until one passes cleanly: the trials' score
 #: leans to too large a defocus (most on narrow beams), whose runs keep a too wide probe or make a
 #: wrong image, while a run from too small a defocus costs little (``docs/reconstruction-quality.md``,
-#: "Reruns from a smaller defocus").
+#: "Reruns from a smaller defocus"). The first also gives a second opinion on a clean pass from a
+#: defocus the trials barely fixed (:attr:`Focus.contrast` low; ``epie.judged_run``).
 RERUN_FACTORS = (0.5, 0.25)
 #: The trials may spend this share of the run's frame-iterations (the rest of one run's time goes
 #: to their set-up and scoring): small scans get a smaller patch ...
@@ -79,9 +80,10 @@ class Focus:
     parallax_m: tuple[float, ...] = ()
     """The defocus values the bright-field parallax suggested (seeds of the trials; () if none)."""
     runs: tuple[tuple[float, str], ...] = ()
-    """(defocus in m, why the run was not kept: the verdict's failing signal or ``lost_photons``;
-    "" for the run kept) of each whole run, in the order run, where the first was repeated
-    (:data:`RERUN_FACTORS`); () where one run sufficed."""
+    """(defocus in m, why the run was not kept: the verdict's failing signal, ``lost_photons``, or
+    ``worse_fit`` where a clean pass lost a second opinion; "" for the run kept) of each whole run,
+    in the order run, where the first was repeated (:data:`RERUN_FACTORS`); () where one run
+    sufficed."""
     rerun_seconds: float = 0.0
     """The runs not kept (their time is not in the kept run's)."""
 

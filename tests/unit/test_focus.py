@@ -120,6 +120,50 @@ def test_a_run_the_verdict_fails_is_repeated_from_a_smaller_defocus(narrow: cxi.
     assert chosen.to_summary()["runs"][0]["verdict_signal"] == first_failure
 
 
+def test_a_clean_pass_from_a_barely_chosen_defocus_loses_to_a_better_fit_from_half(tmp_path: Path) -> None:
+    """Benchmark seed 49, case 5 (a 12 px beam at 8.2 µm, 16 frames of 128²): the trials barely tell
+    their 14.1 µm from half of it, and its run passed cleanly with a too wide probe and a wrong
+    image (0.20); the run from half fits the counts better and is the right image."""
+    scan = _low_count_scan(tmp_path, SimulationSpec(
+        n_side=4, frame_size=128, step_px=2.8539291991199462, jitter=0.16237656137688702,
+        energy_ev=1000.4814893606825, detector_pixel_m=6.293965534832215e-05,
+        defocus_m=-8.204088093857207e-06, photons=187578.65579800785, seed=5, sample="siemens_star",
+        fft_sign=-1, bad_pixel_fraction=0.002, read_noise=0.39090590699702266,
+    ))  # fmt: skip
+    lines: list[str] = []
+    recon, assessment = epie.judged_run(
+        scan, lambda z: epie.reconstruct(scan, probe_defocus_m=z), log=lines.append
+    )
+    chosen = recon.focus
+    assert chosen is not None and len(chosen.runs) == 2 and len(lines) == 1
+    (searched, why_not), (kept, kept_why) = chosen.runs
+    assert why_not == epie.WORSE_FIT and kept_why == "" and kept == searched * focus.RERUN_FACTORS[0]
+    assert searched / 8.2e-6 > 1.4 and "second opinion" in lines[0]  # the search's pick was too large
+    assert chosen.defocus_m == kept and "worse_fit" in chosen.reason and assessment.verdict.ok
+    assert scan.ground_truth is not None
+    wrong = epie.reconstruct(scan, probe_defocus_m=searched)
+    assert quality.object_error(wrong.object, scan.ground_truth, illumination=wrong.illumination) > 0.15
+    assert quality.object_error(recon.object, scan.ground_truth, illumination=recon.illumination) <= 0.15
+
+
+def test_a_second_opinion_keeps_the_first_pass_where_it_fits_better(tmp_path: Path) -> None:
+    """Benchmark seed 49, case 38 (a 21 px beam at 10.8 µm, 25 frames of 128²): the trials barely
+    tell their 14.1 µm from half of it, but the run from half passes with a worse fit."""
+    scan = _low_count_scan(tmp_path, SimulationSpec(
+        n_side=5, frame_size=128, step_px=7.989570232766699, jitter=0.04020163696991832,
+        energy_ev=759.217618528093, detector_pixel_m=8.33725667682556e-05,
+        defocus_m=1.0783788161064208e-05, photons=41725.563227852515, seed=38, sample="particles",
+        fft_sign=-1, bad_pixel_fraction=0.01, read_noise=0.28095879805047774,
+    ))  # fmt: skip
+    recon, assessment = epie.judged_run(scan, lambda z: epie.reconstruct(scan, probe_defocus_m=z))
+    chosen = recon.focus
+    assert chosen is not None and chosen.contrast is not None and chosen.contrast < 1.2
+    assert chosen.runs[0] == (chosen.defocus_m, "") and chosen.runs[1][1] == epie.WORSE_FIT
+    assert assessment.verdict.doubtful and "auto-focus's trials" in assessment.verdict.doubt
+    assert chosen.rerun_seconds > 0 and scan.ground_truth is not None
+    assert quality.object_error(recon.object, scan.ground_truth, illumination=recon.illumination) <= 0.15
+
+
 def _low_count_scan(tmp_path: Path, spec: SimulationSpec) -> cxi.ScanData:
     return cxi.load_scan(simulate.write_scan(tmp_path / NAME, spec))
 
