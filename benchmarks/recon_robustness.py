@@ -173,8 +173,9 @@ class Outcome:
     focus_s: float
     recon_s: float
     runs: int
-    """Whole runs made: more than 1 where the verdict failed the first (or its model lost photons)
-    and it was repeated from a smaller defocus (:data:`~cosmic_dagster.ptycho.focus.RERUN_FACTORS`)."""
+    """Whole runs made: more than 1 where the verdict failed the first (or its model lost photons),
+    or passed it from a defocus the search barely fixed (a second opinion), and it was repeated from
+    a smaller defocus (:data:`~cosmic_dagster.ptycho.focus.RERUN_FACTORS`)."""
     rerun_s: float
     """The time of the runs not kept."""
     binning: int
@@ -441,7 +442,8 @@ def main() -> None:
     rerun = [o for o in normal if o.runs > 1]
     kept = [o for o in rerun if o.ok]
     print(
-        f"reruns from a smaller defocus (the verdict failed the first run, or its model lost photons): "
+        "reruns from a smaller defocus (the verdict failed the first run, its model lost photons, or "
+        f"a second opinion on a barely chosen defocus): "
         f"{len(rerun)} scans, "
         f"{len(kept)} passed ({sum(o.object_error <= SUCCESS for o in kept)} with object error "
         f"<= {SUCCESS:g}, {sum(o.object_error > FALSE_PASS for o in kept)} > {FALSE_PASS:g}); "
