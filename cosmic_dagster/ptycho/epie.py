@@ -587,10 +587,11 @@ def _second_opinion(
     :attr:`~cosmic_dagster.ptycho.verdict.Limits.min_focus_contrast`, against a run from the first
     of :attr:`~cosmic_dagster.ptycho.focus.Focus.rerun_defocus_m`: the rerun is kept where it passes
     cleanly and explains the counts better (a lower Fourier error over the noise floor), else the
-    first (the other marked :data:`WORSE_FIT`). Why: where the data barely fix the magnitude the
-    search leans to too large a defocus, and its run can keep a too wide probe that fits the data
-    with a wrong image, yet worse than a run from a smaller defocus whose probe grows to the right
-    width (``docs/reconstruction-quality.md``, "A second opinion where the search barely chose")."""
+    first; the run not kept is marked :data:`WORSE_FIT`, or with why the verdict failed it. Why:
+    where the data barely fix the magnitude the search leans to too large a defocus, and its run can
+    keep a too wide probe that fits the data with a wrong image, yet worse than a run from a smaller
+    defocus whose probe grows to the right width (``docs/reconstruction-quality.md``, "A second
+    opinion where the search barely chose")."""
     chosen = first.focus
     assert chosen is not None and chosen.contrast is not None
     rerun_m = chosen.rerun_defocus_m[0]
