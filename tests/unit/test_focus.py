@@ -124,7 +124,7 @@ def test_a_clean_pass_from_a_barely_chosen_defocus_loses_to_a_better_fit_from_ha
     """Benchmark seed 49, case 5 (a 12 px beam at 8.2 µm, 16 frames of 128²): the trials barely tell
     their 14.1 µm from half of it, and its run passed cleanly with a too wide probe and a wrong
     image (0.20); the run from half fits the counts better and is the right image."""
-    scan = _low_count_scan(tmp_path, SimulationSpec(
+    scan = _written_scan(tmp_path, SimulationSpec(
         n_side=4, frame_size=128, step_px=2.8539291991199462, jitter=0.16237656137688702,
         energy_ev=1000.4814893606825, detector_pixel_m=6.293965534832215e-05,
         defocus_m=-8.204088093857207e-06, photons=187578.65579800785, seed=5, sample="siemens_star",
@@ -149,7 +149,7 @@ def test_a_clean_pass_from_a_barely_chosen_defocus_loses_to_a_better_fit_from_ha
 def test_a_second_opinion_keeps_the_first_pass_where_it_fits_better(tmp_path: Path) -> None:
     """Benchmark seed 49, case 38 (a 21 px beam at 10.8 µm, 25 frames of 128²): the trials barely
     tell their 14.1 µm from half of it, but the run from half passes with a worse fit."""
-    scan = _low_count_scan(tmp_path, SimulationSpec(
+    scan = _written_scan(tmp_path, SimulationSpec(
         n_side=5, frame_size=128, step_px=7.989570232766699, jitter=0.04020163696991832,
         energy_ev=759.217618528093, detector_pixel_m=8.33725667682556e-05,
         defocus_m=1.0783788161064208e-05, photons=41725.563227852515, seed=38, sample="particles",
@@ -164,7 +164,7 @@ def test_a_second_opinion_keeps_the_first_pass_where_it_fits_better(tmp_path: Pa
     assert quality.object_error(recon.object, scan.ground_truth, illumination=recon.illumination) <= 0.15
 
 
-def _low_count_scan(tmp_path: Path, spec: SimulationSpec) -> cxi.ScanData:
+def _written_scan(tmp_path: Path, spec: SimulationSpec) -> cxi.ScanData:
     return cxi.load_scan(simulate.write_scan(tmp_path / NAME, spec))
 
 
@@ -184,7 +184,7 @@ def test_a_pass_whose_model_lost_photons_is_repeated_and_a_clean_rerun_kept(
     window of 4 beams): the window of 3 bins it twice as far, and its first run then keeps its
     photons and is kept."""
     monkeypatch.setattr(lowcount, "MIN_WINDOW_BEAMS", 4.0)
-    scan = _low_count_scan(tmp_path, SimulationSpec(
+    scan = _written_scan(tmp_path, SimulationSpec(
         n_side=4, frame_size=128, step_px=5.3046535802100045, jitter=0.10772481331660105,
         energy_ev=1278.7247849088035, detector_pixel_m=3.4473773997800944e-05,
         defocus_m=-1.6972407351775852e-05, photons=23117.35762134963, seed=27, sample="siemens_star",
@@ -204,7 +204,7 @@ def test_where_every_run_lost_photons_the_first_pass_is_kept_doubtful(tmp_path: 
     """Benchmark seed 19, case 104 (1.4e4 photons per 128² frame), by an amplitude fit as above: the
     first run's own intensity holds 0.85 of the photons, the rates it implies hold them; no rerun
     does better, and the first is a right image."""
-    scan = _low_count_scan(tmp_path, SimulationSpec(
+    scan = _written_scan(tmp_path, SimulationSpec(
         n_side=6, frame_size=128, step_px=5.206954924561643, jitter=0.04325157378774332,
         energy_ev=734.7956133628873, detector_pixel_m=6.921022968569929e-05,
         defocus_m=-9.343839796930083e-06, photons=13890.136194031333, seed=104, sample="lines", fft_sign=-1,
@@ -248,7 +248,7 @@ def test_trials_run_at_different_binnings_are_scored_on_frames_binned_alike(tmp_
     trials at ±5 and ±7.1 µm run 2x2 binned, the rest unbinned. Scored on the unbinned held-out
     frames the binned ones predicted best and the search chose +7.1 µm (a wrong image); scored
     on the held-out frames binned 2x2, the trials' valley is at the truth."""
-    scan = _low_count_scan(tmp_path, SimulationSpec(
+    scan = _written_scan(tmp_path, SimulationSpec(
         n_side=4, frame_size=128, step_px=14.083511902055756, jitter=0.27773286740951003,
         energy_ev=417.63974297978785, detector_pixel_m=7.339492474310389e-05,
         defocus_m=-3.7055528208935036e-05, photons=14546.657138281938, seed=41, sample="cells",
