@@ -551,9 +551,9 @@ def judged_run(
     if not chosen.rerun_defocus_m:
         return first, assessment
     if _clean(assessment):
-        if chosen.contrast is None or chosen.contrast >= verdict.LIMITS.min_focus_contrast:
-            return first, assessment
-        return _second_opinion(scan, run, first, assessment, log)
+        if verdict.LIMITS.barely_focused(chosen.contrast):
+            return _second_opinion(scan, run, first, assessment, log)
+        return first, assessment
     runs = [(chosen.defocus_m, _not_kept_for(assessment))]
     results = [(first, assessment)]
     for rerun_m in chosen.rerun_defocus_m:

@@ -110,6 +110,10 @@ class Limits:
     percentile; median 2.7x), so under (4.8 · 0.67 / 0.2)² ≈ 260 a right-looking image can be wrong
     by more than 0.2 (``docs/reconstruction-quality.md``, "A doubt from the dose")."""
 
+    def barely_focused(self, contrast: float | None) -> bool:
+        """Whether an auto-focus of this contrast barely fixed the defocus (None: not auto-focused)."""
+        return contrast is not None and contrast < self.min_focus_contrast
+
     def allowed_fourier_error(self, noise_floor: float) -> float:
         """The most Fourier error a model may keep over data of this noise floor."""
         return self.max_error_to_floor * noise_floor + self.model_tolerance
@@ -599,7 +603,7 @@ def judge(signals: Signals, limits: Limits = LIMITS) -> Verdict:
             f"doubtful: {fit.figure}, within {limits.fit_doubt_margin:.0%} of the most that passes: a "
             "wrong image's model can fit this well; look at the image"
         )
-    elif contrast is not None and contrast < limits.min_focus_contrast:
+    elif limits.barely_focused(contrast):
         doubt = (
             f"doubtful: the auto-focus's trials at half the chosen defocus or less scored only "
             f"{contrast:.2f}x worse (less than {limits.min_focus_contrast:g}x): the data barely fix "
