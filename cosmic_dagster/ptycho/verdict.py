@@ -82,12 +82,13 @@ class Limits:
     """Frames covering each scanned pixel, on average (neighbouring positions must overlap)."""
     min_dose: float = 40.0
     """Photons per scanned object pixel, in total."""
-    min_beam_px: float = 8.0
-    """The beam's diameter on the sample (object pixels): a nearly focused beam leaves probe and
-    object structure inseparable (and the defocus unidentifiable). The benchmark's ill-posed rule,
-    with no margin: the measure reads right images' beams of 8-10 px to a median 0.4 px, and
-    the wrong images it read at 8-9 px failed the coverage, the fit or the coherence (fresh seeds 36-40,
-    ``docs/reconstruction-quality.md``, "A beam-size limit at the ill-posed rule")."""
+    min_beam_px: float = 6.0
+    """The beam's diameter on the sample (object pixels): a nearly focused beam (the benchmark's
+    ill-posed rule, no margin), or the collapsed probe of a wrong-sign run (a 9 px beam read as
+    5.2-5.4 px passed with a wrong image under a 5 px limit). 8 px until right images of 6-8 px
+    beams, and reruns whose probes narrowed, were seen failing on it alone; every wrong image read
+    at 6-8 px failed the coherence, the fit, the coverage or the divergence
+    (``docs/reconstruction-quality.md``, "Narrow beams judged, not refused")."""
     max_amplitude_spread: float = 8.0
     """99.9th percentile over median of the object's amplitude in the lit region (a transmission
     has no hot spots; a diverging or noise-fitting reconstruction does)."""

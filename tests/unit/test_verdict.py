@@ -151,7 +151,7 @@ def test_held_out_frames_binned_score_summed_counts_against_summed_model_power(m
         (Signals([1, 0.01], True, _FIT, dose=20.0), "dose", "too few photons"),
         (Signals([1, 0.01], True, Fit(0.012, 0.01, 3, 3)), "intensity_balance", "3.00x the measured photons"),
         (Signals([1, 0.01], True, Fit(0.009, 0.01, 0.87, 0.87)), "intensity_balance", "weak scattering"),
-        (Signals([1, 0.01], True, _FIT, beam_px=5.0), "beam_size", "nearly focused"),
+        (Signals([1, 0.01], True, _FIT, beam_px=4.0), "beam_size", "nearly focused"),
         (
             Signals([1, 0.01], True, _FIT, beam_px=70.0, window_px=64),
             "beam_size",
@@ -166,15 +166,15 @@ def test_each_failing_signal_is_named(signals: Signals, signal: str, words: str)
     assert not judged.ok and judged.signal == signal and words in judged.reason
 
 
-def test_a_beam_is_nearly_focused_under_the_benchmarks_ill_posed_rule() -> None:
-    """8 px, without a margin: right images of beams measured at 8.3-8.8 px failed only on it, and
-    the wrong images measured there failed the coverage, the fit or the coherence too (docs, "A
-    beam-size limit at the ill-posed rule")."""
+def test_a_beam_is_nearly_focused_under_6_px() -> None:
+    """Right images of 6-8 px beams failed on the old 8 px alone, and every wrong image read there
+    failed another signal too; under 6 px, collapsed wrong-sign probes passed (docs, "Narrow beams
+    judged, not refused")."""
     clean = Signals([1, 0.01], True, _FIT, coverage=4.0, probe_coherence=0.995)
-    narrow = verdict.judge(replace(clean, beam_px=8.6))
+    narrow = verdict.judge(replace(clean, beam_px=7.0))
     assert narrow.ok and not narrow.doubtful
-    assert verdict.judge(replace(clean, beam_px=8.2)).doubtful
-    assert verdict.judge(replace(clean, beam_px=7.9)).signal == "beam_size"
+    assert verdict.judge(replace(clean, beam_px=6.2)).doubtful
+    assert verdict.judge(replace(clean, beam_px=5.9)).signal == "beam_size"
 
 
 def test_the_photon_balance_is_judged_with_the_amplitude_fits_low_count_bias_undone() -> None:
