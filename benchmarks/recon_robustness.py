@@ -12,10 +12,11 @@ scored against the truth: success = registered object error <= 0.15; false pass 
 object error > 0.2; false fail = verdict not ok and object error <= 0.15 (over all cases, and over
 the well-posed ones). Cases a ptychography experiment could not solve are marked ill-posed by rule,
 from the simulated truth alone: too little overlap between neighbouring positions, a beam so nearly
-focused that probe and object are not shown separable, a scan that saw only blank sample (nothing to
-image: any uniform image matches it), or too few photons (the Cramér-Rao limit of the object error
-from the whole scan's Fisher information, probe and positions known, the background and the read
-noise of dark-subtracted frames counted, above the success threshold).
+focused that the verdict cannot tell it from a wrong-sign run's collapsed probe, a scan that saw
+only blank sample (nothing to image: any uniform image matches it), or too few photons (the
+Cramér-Rao limit of the object error from the whole scan's Fisher information, probe and positions
+known, the background and the read noise of dark-subtracted frames counted, above the success
+threshold).
 Success is counted over the well-posed ones, and also by the earlier rounds' photon rule (the limit
 of each pixel alone, which ignores the background) to compare with them; each case reports its
 object error over both limits. A second pass reruns
@@ -55,10 +56,11 @@ SUCCESS = 0.15
 FALSE_PASS = 0.2
 #: Overlap (1 - step / beam diameter) below which ptychography is ill-posed.
 MIN_OVERLAP = 0.5
-#: A beam narrower than this (object pixels) is nearly focused: probe and object structure are not
-#: shown separable (8 px until the engine solved 46 of 49 well-posed 6-8 px beams once the verdict
-#: stopped refusing their reruns; docs/reconstruction-quality.md, "Narrow beams judged, not
-#: refused"). The verdict's ``Limits.min_beam_px`` is the same, measured on the reconstructed probe.
+#: A beam narrower than this (object pixels) is nearly focused, where the verdict cannot tell it from
+#: the collapsed probe of a wrong-sign run (its ``Limits.min_beam_px`` is the same, measured on the
+#: reconstructed probe). Not physics: the engine solves many narrower beams. 8 px until the engine
+#: solved 46 of 49 well-posed 6-8 px beams once the verdict stopped refusing their reruns
+#: (docs/reconstruction-quality.md, "Narrow beams judged, not refused").
 MIN_BEAM_PX = 6.0
 #: Well-posed beams narrower than this are where the auto-focus misjudges the magnitude (a table
 #: axis of their own; docs/reconstruction-quality.md, "What limits success now").
