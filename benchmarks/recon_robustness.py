@@ -59,7 +59,7 @@ MIN_OVERLAP = 0.5
 #: A beam narrower than this (object pixels) is nearly focused, where the verdict cannot tell it from
 #: the collapsed probe of a wrong-sign run (its ``Limits.min_beam_px`` is the same, measured on the
 #: reconstructed probe). Not physics: the engine solves many narrower beams. 8 px until the engine
-#: solved 46 of 49 well-posed 6-8 px beams once the verdict stopped refusing their reruns
+#: solved 45 of 48 well-posed 6-8 px beams once the verdict stopped refusing their reruns
 #: (docs/reconstruction-quality.md, "Narrow beams judged, not refused").
 MIN_BEAM_PX = 6.0
 #: Well-posed beams narrower than this are where the auto-focus misjudges the magnitude (a table
