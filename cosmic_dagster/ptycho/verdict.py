@@ -104,12 +104,15 @@ class Limits:
     """A pass is doubtful where the auto-focus's trials at half the chosen defocus or less predicted
     the held-out frames within this factor as well (:attr:`focus.Focus.contrast`): there the search
     leans to too large a defocus, and the image can fit the data while wrong."""
-    doubt_dose: float = 260.0
+    doubt_dose: float = 130.0
     """... and where fewer photons than this fell on each scanned object pixel: they allow an object
-    error of about 0.67/√dose (the Cramér-Rao limit of each pixel alone; 0.56-0.78 over the
-    benchmark's scans), and this engine's right-defocus images sit up to 4.8x above that limit (75th
-    percentile; median 2.7x), so under (4.8 · 0.67 / 0.2)² ≈ 260 a right-looking image can be wrong
-    by more than 0.2 (``docs/reconstruction-quality.md``, "A doubt from the dose")."""
+    error of about 0.67/√dose (the Cramér-Rao limit of each pixel alone; 0.57-0.75 over the
+    benchmark's scans, 10th-90th percentile), and this engine's passes from the right defocus under
+    260 photons sit up to 3.4x above that limit (air scatter and read noise, which the verdict cannot
+    weigh; median 1.3x), so under (3.4 · 0.67 / 0.2)² ≈ 130 a right-looking image can be wrong by
+    more than 0.2. 260 (4.8x, an older engine's) until no pass at 130-260 photons was wrong, and
+    those only this doubt flagged were right (``docs/reconstruction-quality.md``, "A doubt from the
+    dose", "The dose doubt measured again")."""
 
     def barely_focused(self, contrast: float | None) -> bool:
         """Whether an auto-focus of this contrast barely fixed the defocus (None: not auto-focused)."""
